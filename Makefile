@@ -24,7 +24,7 @@ DEB_PKGS := build-essential pkg-config libopenblas-dev libjansson-dev \
             curl
 
 CFLAGS   ?= $(OPT) -g $(ARCHFLAGS)
-CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-format-truncation \
             -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
 LDFLAGS  += $(SAN)
 LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
