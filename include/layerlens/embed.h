@@ -72,3 +72,12 @@ json_t *ll_layer_entries(const ll_states *st, int seq, const ll_layer_sel *sel,
 json_t *ll_tokens_json(const ll_tokenizer *t, const int32_t *ids, int n);
 
 #endif
+
+#ifndef LAYERLENS_EMBED_H_TOKENS
+#define LAYERLENS_EMBED_H_TOKENS
+/* The token description of one input, shared by `layerlens tokenize` and
+ * POST /v1/tokenize: {"text", "token_ids", "tokens", "offsets": [[s, e], ...]}
+ * (byte offsets into text; special tokens have empty spans). */
+json_t *ll_input_tokens_json(const ll_tokenizer *t, const char *text,
+                             size_t len, const ll_tokens *tk);
+#endif

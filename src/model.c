@@ -1,0 +1,486 @@
+/* model.c - loading GPT-2 / CLIP text checkpoints and the forward pass.
+ *
+ * Both models are the same pre-LayerNorm causal transformer:
+ *   x0 = tok_emb[ids] + pos_emb[0..T-1]
+ *   per block:  x = x + proj(attn(ln1(x)));  x = x + fc2(act(fc1(ln2(x))))
+ * and differ only in the activation (gelu_new / quick_gelu), in what follows
+ * the last block (GPT-2: ln_f is part of hidden_states[L]; CLIP: the final
+ * layer norm, the pooled end-token state and the projection are separate
+ * outputs), and in the weight layout of their checkpoints.
+ *
+ * Weight layout: every matrix is used in the [in, out] layout, which GPT-2's
+ * Conv1D weights already have (they stay zero-copy in the file mapping).
+ * CLIP stores nn.Linear weights [out, in]; they are transposed once at load
+ * into owned buffers (q, k, v concatenated into one [C][3C] matrix), because
+ * multiplying by [out, in] weights measured 2-2.5x slower at small batches.
+ * Cost: one float32 copy of CLIP's block matrices (12 * (4C^2 + 2CF) floats,
+ * 151 MB for ViT-B/32's text tower); the mapped originals are then released
+ * from memory with madvise. */
+#include "layerlens/model.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "layerlens/ops.h"
+#include "layerlens/safetensors.h"
+
+#include <cblas.h>
+
+typedef struct ll_block {
+    const float *ln1_w, *ln1_b;
+    const float *qkv_w, *qkv_b;   /* [C][3C], [3C] */
+    const float *proj_w, *proj_b; /* [C][C], [C] */
+    const float *ln2_w, *ln2_b;
+    const float *fc1_w, *fc1_b;   /* [C][F], [F] */
+    const float *fc2_w, *fc2_b;   /* [F][C], [C] */
+} ll_block;
+
+struct ll_model {
+    char *dir;
+    ll_config cfg;
+    ll_st_file *st;
+    ll_tokenizer *tok;
+    const float *tok_emb; /* [V][C] */
+    const float *pos_emb; /* [n_ctx][C] */
+    ll_block blocks[LL_MAX_LAYERS];
+    const float *lnf_w, *lnf_b; /* GPT-2 ln_f / CLIP final_layer_norm */
+    const float *text_proj;     /* CLIP [P][C] (nn.Linear layout, no bias) */
+    float *owned;               /* CLIP's transposed block matrices */
+    size_t owned_floats;
+    size_t n_params;
+};
+
+/* ---------------------------------------------------------------- loading */
+
+static char *path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* Looks up one float tensor of the expected shape, counting its parameters. */
+static const float *want(ll_model *m, const char *prefix, const char *name,
+                         int ndim, int64_t d0, int64_t d1, ll_error *err) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    const float *p = ll_st_get_f32(m->st, full, ndim, shape, err);
+    if (p) m->n_params += (size_t)(ndim == 1 ? d0 : d0 * d1);
+    return p;
+}
+
+static int bind_gpt2(ll_model *m, ll_error *err) {
+    const ll_config *c = &m->cfg;
+    long C = c->width, F = c->ffn;
+    /* GPT2LMHeadModel checkpoints prefix everything with "transformer." */
+    const char *pre = ll_st_find(m->st, "wte.weight") ? "" : "transformer.";
+    if (!(m->tok_emb = want(m, pre, "wte.weight", 2, c->vocab, C, err))) return -1;
+    if (!(m->pos_emb = want(m, pre, "wpe.weight", 2, c->n_ctx, C, err))) return -1;
+    for (int l = 0; l < c->n_layer; l++) {
+        ll_block *b = &m->blocks[l];
+        char p[64];
+        snprintf(p, sizeof p, "%sh.%d.", pre, l);
+        if (!(b->ln1_w = want(m, p, "ln_1.weight", 1, C, 0, err)) ||
+            !(b->ln1_b = want(m, p, "ln_1.bias", 1, C, 0, err)) ||
+            !(b->qkv_w = want(m, p, "attn.c_attn.weight", 2, C, 3 * C, err)) ||
+            !(b->qkv_b = want(m, p, "attn.c_attn.bias", 1, 3 * C, 0, err)) ||
+            !(b->proj_w = want(m, p, "attn.c_proj.weight", 2, C, C, err)) ||
+            !(b->proj_b = want(m, p, "attn.c_proj.bias", 1, C, 0, err)) ||
+            !(b->ln2_w = want(m, p, "ln_2.weight", 1, C, 0, err)) ||
+            !(b->ln2_b = want(m, p, "ln_2.bias", 1, C, 0, err)) ||
+            !(b->fc1_w = want(m, p, "mlp.c_fc.weight", 2, C, F, err)) ||
+            !(b->fc1_b = want(m, p, "mlp.c_fc.bias", 1, F, 0, err)) ||
+            !(b->fc2_w = want(m, p, "mlp.c_proj.weight", 2, F, C, err)) ||
+            !(b->fc2_b = want(m, p, "mlp.c_proj.bias", 1, C, 0, err)))
+            return -1;
+    }
+    if (!(m->lnf_w = want(m, pre, "ln_f.weight", 1, C, 0, err)) ||
+        !(m->lnf_b = want(m, pre, "ln_f.bias", 1, C, 0, err)))
+        return -1;
+    return 0;
+}
+
+/* dst[i][col0 + o] = src[o][i] for an nn.Linear weight src [OUT][IN] placed
+ * into a [IN][ld] matrix. */
+static void transpose_into(float *dst, long ld, long col0, const float *src,
+                           long OUT, long IN) {
+    for (long o = 0; o < OUT; o++)
+        for (long i = 0; i < IN; i++) dst[i * ld + col0 + o] = src[o * IN + i];
+}
+
+/* Tells the kernel the mapped pages of a tensor we copied are not needed. */
+static void release_mapped(const float *p, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t e = ((uintptr_t)(p + n)) & ~(uintptr_t)(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+static int bind_clip(ll_model *m, ll_error *err) {
+    const ll_config *c = &m->cfg;
+    long C = c->width, F = c->ffn;
+    const char *pre = "text_model.";
+    if (!(m->tok_emb = want(m, pre, "embeddings.token_embedding.weight", 2, c->vocab, C, err)) ||
+        !(m->pos_emb = want(m, pre, "embeddings.position_embedding.weight", 2, c->n_ctx, C, err)))
+        return -1;
+    /* per block: qkv [C][3C] + proj [C][C] + fc1 [C][F] + fc2 [F][C] + qkv bias [3C] */
+    size_t per = (size_t)(3 * C * C + C * C + 2 * C * F + 3 * C);
+    m->owned_floats = per * (size_t)c->n_layer;
+    m->owned = malloc(m->owned_floats * sizeof(float));
+    if (!m->owned) return ll_errorf(err, "out of memory for CLIP weights (%zu bytes)",
+                                    m->owned_floats * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++) {
+        ll_block *b = &m->blocks[l];
+        char p[96];
+        snprintf(p, sizeof p, "%sencoder.layers.%d.", pre, l);
+        const float *qw, *kw, *vw, *ow, *f1, *f2, *qb, *kb, *vb;
+        if (!(b->ln1_w = want(m, p, "layer_norm1.weight", 1, C, 0, err)) ||
+            !(b->ln1_b = want(m, p, "layer_norm1.bias", 1, C, 0, err)) ||
+            !(qw = want(m, p, "self_attn.q_proj.weight", 2, C, C, err)) ||
+            !(kw = want(m, p, "self_attn.k_proj.weight", 2, C, C, err)) ||
+            !(vw = want(m, p, "self_attn.v_proj.weight", 2, C, C, err)) ||
+            !(qb = want(m, p, "self_attn.q_proj.bias", 1, C, 0, err)) ||
+            !(kb = want(m, p, "self_attn.k_proj.bias", 1, C, 0, err)) ||
+            !(vb = want(m, p, "self_attn.v_proj.bias", 1, C, 0, err)) ||
+            !(ow = want(m, p, "self_attn.out_proj.weight", 2, C, C, err)) ||
+            !(b->proj_b = want(m, p, "self_attn.out_proj.bias", 1, C, 0, err)) ||
+            !(b->ln2_w = want(m, p, "layer_norm2.weight", 1, C, 0, err)) ||
+            !(b->ln2_b = want(m, p, "layer_norm2.bias", 1, C, 0, err)) ||
+            !(f1 = want(m, p, "mlp.fc1.weight", 2, F, C, err)) ||
+            !(b->fc1_b = want(m, p, "mlp.fc1.bias", 1, F, 0, err)) ||
+            !(f2 = want(m, p, "mlp.fc2.weight", 2, C, F, err)) ||
+            !(b->fc2_b = want(m, p, "mlp.fc2.bias", 1, C, 0, err)))
+            return -1;
+        float *qkv = m->owned + per * (size_t)l, *proj = qkv + 3 * C * C;
+        float *fc1 = proj + C * C, *fc2 = fc1 + C * F, *qkvb = fc2 + F * C;
+        transpose_into(qkv, 3 * C, 0, qw, C, C);
+        transpose_into(qkv, 3 * C, C, kw, C, C);
+        transpose_into(qkv, 3 * C, 2 * C, vw, C, C);
+        transpose_into(proj, C, 0, ow, C, C);
+        transpose_into(fc1, F, 0, f1, F, C);
+        transpose_into(fc2, C, 0, f2, C, F);
+        memcpy(qkvb, qb, C * sizeof(float));
+        memcpy(qkvb + C, kb, C * sizeof(float));
+        memcpy(qkvb + 2 * C, vb, C * sizeof(float));
+        const float *copied[] = {qw, kw, vw, ow};
+        for (int i = 0; i < 4; i++) release_mapped(copied[i], (size_t)(C * C));
+        release_mapped(f1, (size_t)(F * C));
+        release_mapped(f2, (size_t)(F * C));
+        b->qkv_w = qkv, b->qkv_b = qkvb, b->proj_w = proj;
+        b->fc1_w = fc1, b->fc2_w = fc2;
+    }
+    if (!(m->lnf_w = want(m, pre, "final_layer_norm.weight", 1, C, 0, err)) ||
+        !(m->lnf_b = want(m, pre, "final_layer_norm.bias", 1, C, 0, err)) ||
+        !(m->text_proj = want(m, "", "text_projection.weight", 2, c->proj_dim, C, err)))
+        return -1;
+    return 0;
+}
+
+ll_model *ll_model_load(const char *dir, ll_error *err) {
+    ll_model *m = calloc(1, sizeof *m);
+    char *cfg_path = path_join(dir, "config.json");
+    char *st_path = path_join(dir, "model.safetensors");
+    char *vocab = path_join(dir, "vocab.json");
+    char *merges = path_join(dir, "merges.txt");
+    int ok = 0;
+    if (!m || !cfg_path || !st_path || !vocab || !merges) {
+        ll_errorf(err, "out of memory");
+        goto done;
+    }
+    m->dir = strdup(dir);
+    if (ll_config_load(cfg_path, &m->cfg, err)) goto done;
+    if (!(m->st = ll_st_open(st_path, err))) goto done;
+    if ((m->cfg.arch == LL_ARCH_GPT2 ? bind_gpt2 : bind_clip)(m, err)) {
+        ll_error_prefix(err, "%s", st_path);
+        goto done;
+    }
+    m->tok = ll_tokenizer_load(m->cfg.arch == LL_ARCH_GPT2 ? LL_TOK_GPT2 : LL_TOK_CLIP,
+                               vocab, merges, err);
+    if (!m->tok) goto done;
+    if (ll_tokenizer_vocab_size(m->tok) > m->cfg.vocab) {
+        ll_errorf(err, "%s: the tokenizer has %d tokens but the model only %d embeddings",
+                  dir, ll_tokenizer_vocab_size(m->tok), m->cfg.vocab);
+        goto done;
+    }
+    ok = 1;
+done:
+    free(cfg_path), free(st_path), free(vocab), free(merges);
+    if (!ok) {
+        ll_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void ll_model_free(ll_model *m) {
+    if (!m) return;
+    ll_tokenizer_free(m->tok);
+    ll_st_close(m->st);
+    free(m->owned);
+    free(m->dir);
+    free(m);
+}
+
+const ll_config *ll_model_config(const ll_model *m) { return &m->cfg; }
+const ll_tokenizer *ll_model_tokenizer(const ll_model *m) { return m->tok; }
+const char *ll_model_id(const ll_model *m) {
+    return m->cfg.arch == LL_ARCH_GPT2 ? "gpt2" : "clip";
+}
+const char *ll_model_dir(const ll_model *m) { return m->dir; }
+size_t ll_model_param_count(const ll_model *m) { return m->n_params; }
+size_t ll_model_weight_bytes(const ll_model *m) {
+    /* the text model's float32 parameters, plus CLIP's transposed copies
+     * less the mapped originals they replace (released after the copy) */
+    return m->n_params * sizeof(float);
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+int ll_model_encode(const ll_model *m, const char *text, size_t len,
+                    const ll_encode_opts *opts, ll_tokens *out,
+                    int *text_begin, int *text_end, ll_error *err) {
+    ll_encode_opts o = opts ? *opts : (ll_encode_opts){0, 0, 1};
+    int n_ctx = m->cfg.n_ctx, first = out->n;
+    int32_t eot = ll_tokenizer_eot(m->tok);
+    if (m->cfg.arch == LL_ARCH_GPT2 && o.bos &&
+        ll_tokens_push(out, eot, 0, 0))
+        return ll_errorf(err, "out of memory");
+    if (ll_tokenize(m->tok, text, len, out, err)) return -1;
+    int is_clip = m->cfg.arch == LL_ARCH_CLIP;
+    if (!is_clip && o.eos && ll_tokens_push(out, eot, (int32_t)len, (int32_t)len))
+        return ll_errorf(err, "out of memory");
+    int n = out->n - first;
+    /* the text's own tokens: CLIP always has one special token on each side */
+    int begin = (is_clip || o.bos) ? 1 : 0;
+    int end = n - ((is_clip || o.eos) ? 1 : 0);
+    if (n > n_ctx) {
+        if (!o.truncate) {
+            ll_errorf(err, "the input has %d tokens but %s's context is %d tokens "
+                      "(truncation is off)", n, ll_model_id(m), n_ctx);
+            out->n = first;
+            return LL_ETOOLONG;
+        }
+        out->n = first + n_ctx;
+        n = n_ctx;
+        /* CLIP keeps its end token last, as tokenize(truncate=True) does;
+         * GPT-2 keeps a requested trailing <|endoftext|> likewise. */
+        if (is_clip || o.eos) {
+            int last = first + n_ctx - 1;
+            out->ids[last] = eot;
+            out->start[last] = out->end[last] = (int32_t)len;
+            end = n - 1;
+        } else {
+            end = n;
+        }
+    }
+    if (text_begin) *text_begin = begin;
+    if (text_end) *text_end = end < begin ? begin : end;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+struct ll_workspace {
+    size_t cap_tok, cap_scores;
+    float *x, *ln, *qkv, *att, *fc; /* [N][C] [N][C] [N][3C] [N][C] [N][max(F,C)] */
+    int32_t *ids, *pos;
+    float *scores;
+};
+
+ll_workspace *ll_workspace_new(void) { return calloc(1, sizeof(ll_workspace)); }
+
+void ll_workspace_free(ll_workspace *ws) {
+    if (!ws) return;
+    free(ws->x), free(ws->ln), free(ws->qkv), free(ws->att), free(ws->fc);
+    free(ws->ids), free(ws->pos), free(ws->scores);
+    free(ws);
+}
+
+static int grow(void **p, size_t bytes) {
+    void *q = realloc(*p, bytes);
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
+/* Grows the buffers to N tokens of width C / MLP width F and to a T x T score
+ * matrix; never shrinks, so a worker's steady state allocates nothing. */
+static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
+                             size_t T) {
+    if (N > ws->cap_tok) {
+        size_t wide = F > C ? F : C;
+        if (grow((void **)&ws->x, N * C * 4) || grow((void **)&ws->ln, N * C * 4) ||
+            grow((void **)&ws->qkv, N * 3 * C * 4) || grow((void **)&ws->att, N * C * 4) ||
+            grow((void **)&ws->fc, N * wide * 4) || grow((void **)&ws->ids, N * 4) ||
+            grow((void **)&ws->pos, N * 4))
+            return -1;
+        ws->cap_tok = N;
+    }
+    if (T * T > ws->cap_scores) {
+        if (grow((void **)&ws->scores, T * T * 4)) return -1;
+        ws->cap_scores = T * T;
+    }
+    return 0;
+}
+
+void ll_states_free(ll_states *s) {
+    if (!s) return;
+    free(s->seq_start);
+    for (int l = 0; l <= LL_MAX_LAYERS; l++) free(s->layer[l]);
+    free(s->raw_last), free(s->final), free(s->pooled), free(s->projected);
+    memset(s, 0, sizeof *s);
+}
+
+static float *alloc_rows(size_t rows, size_t C) {
+    return malloc((rows ? rows : 1) * C * sizeof(float));
+}
+
+/* One pre-LN block on the packed rows: x = x + attn(ln1(x)); x = x + mlp(ln2(x)). */
+static void block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws,
+                          const int *seq_start, int n_seq, int N) {
+    const ll_config *c = &m->cfg;
+    int C = c->width, F = c->ffn;
+    layernorm_forward(ws->ln, ws->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
+    matmul_forward(ws->qkv, ws->ln, b->qkv_w, b->qkv_b, N, C, 3 * C);
+    for (int s = 0; s < n_seq; s++) {
+        int r = seq_start[s], T = seq_start[s + 1] - r;
+        attention_forward(ws->att + (long)r * C, ws->qkv + (long)r * 3 * C,
+                          ws->scores, T, C, c->n_head);
+    }
+    matmul_forward(ws->ln, ws->att, b->proj_w, b->proj_b, N, C, C);
+    residual_forward(ws->x, ws->ln, (long)N * C);
+    layernorm_forward(ws->ln, ws->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
+    matmul_forward(ws->fc, ws->ln, b->fc1_w, b->fc1_b, N, C, F);
+    if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(ws->fc, (long)N * F);
+    else quick_gelu_forward(ws->fc, (long)N * F);
+    matmul_forward(ws->ln, ws->fc, b->fc2_w, b->fc2_b, N, F, C);
+    residual_forward(ws->x, ws->ln, (long)N * C);
+}
+
+static int check_batch(const ll_model *m, const ll_seq *seqs, int n_seq,
+                       const ll_forward_req *req, long *n_tok, int *t_max,
+                       ll_error *err) {
+    const ll_config *c = &m->cfg;
+    if (n_seq < 1) return ll_errorf(err, "empty batch");
+    if (c->n_layer < 63 && (req->layers >> (c->n_layer + 1)))
+        return ll_errorf(err, "layer out of range (the model has layers 0..%d)",
+                         c->n_layer);
+    long N = 0;
+    int tmax = 0;
+    for (int s = 0; s < n_seq; s++) {
+        if (seqs[s].len < 1 || seqs[s].len > c->n_ctx)
+            return ll_errorf(err, "sequence %d has %d tokens; %s takes 1..%d",
+                             s, seqs[s].len, ll_model_id(m), c->n_ctx);
+        for (int t = 0; t < seqs[s].len; t++)
+            if (seqs[s].ids[t] < 0 || seqs[s].ids[t] >= c->vocab)
+                return ll_errorf(err, "token id %d out of range 0..%d",
+                                 seqs[s].ids[t], c->vocab - 1);
+        N += seqs[s].len;
+        if (seqs[s].len > tmax) tmax = seqs[s].len;
+    }
+    if (N > INT_MAX / (4 * (c->ffn > c->width ? c->ffn : c->width)))
+        return ll_errorf(err, "batch too large (%ld tokens)", N);
+    *n_tok = N, *t_max = tmax;
+    return 0;
+}
+
+/* The last block whose output the request needs (0 = embeddings only). */
+static int blocks_needed(const ll_config *c, const ll_forward_req *req) {
+    if (req->want_raw_last || req->want_final || req->want_projected)
+        return c->n_layer;
+    int need = 0;
+    for (int l = 0; l <= c->n_layer; l++)
+        if (req->layers >> l & 1) need = l;
+    return need;
+}
+
+static void copy_rows(float **dst, const float *src, size_t n, int *fail) {
+    if (!(*dst = alloc_rows(n, 1))) {
+        *fail = 1;
+        return;
+    }
+    memcpy(*dst, src, n * sizeof(float));
+}
+
+/* CLIP pools at the first end-of-text token, i.e. argmax of the ids (the end
+ * token has the largest id), exactly as the original encode_text does. */
+static int argmax_id(const int32_t *ids, int T) {
+    int best = 0;
+    for (int t = 1; t < T; t++)
+        if (ids[t] > ids[best]) best = t;
+    return best;
+}
+
+int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
+               int n_seq, const ll_forward_req *req, ll_states *out,
+               ll_error *err) {
+    const ll_config *c = &m->cfg;
+    int C = c->width, is_gpt2 = c->arch == LL_ARCH_GPT2, tmax = 0, fail = 0;
+    long N = 0;
+    memset(out, 0, sizeof *out);
+    if (check_batch(m, seqs, n_seq, req, &N, &tmax, err)) return -1;
+    if (workspace_reserve(ws, N, C, c->ffn, tmax))
+        return ll_errorf(err, "out of memory for a batch of %ld tokens", N);
+    out->n_seq = n_seq, out->n_tok = (int)N, out->width = C;
+    out->proj_dim = c->proj_dim, out->n_layer = c->n_layer;
+    if (!(out->seq_start = malloc((n_seq + 1) * sizeof(int))))
+        return ll_errorf(err, "out of memory");
+    out->seq_start[0] = 0;
+    for (int s = 0, r = 0; s < n_seq; s++) {
+        for (int t = 0; t < seqs[s].len; t++, r++) {
+            ws->ids[r] = seqs[s].ids[t];
+            ws->pos[r] = t;
+        }
+        out->seq_start[s + 1] = r;
+    }
+    size_t NC = (size_t)N * C;
+    embedding_forward(ws->x, ws->ids, ws->pos, m->tok_emb, m->pos_emb, (int)N, C);
+    int last = blocks_needed(c, req);
+    for (int l = 0; l <= last && !fail; l++) {
+        if (l > 0) block_forward(m, &m->blocks[l - 1], ws, out->seq_start, n_seq, (int)N);
+        if (!(req->layers >> l & 1)) continue;
+        if (is_gpt2 && l == c->n_layer) {
+            /* GPT-2's hidden_states[L] is ln_f of the last block's output */
+            if (!(out->layer[l] = alloc_rows(NC, 1))) fail = 1;
+            else layernorm_forward(out->layer[l], ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
+        } else {
+            copy_rows(&out->layer[l], ws->x, NC, &fail);
+        }
+    }
+    if (!fail && is_gpt2 && req->want_raw_last) copy_rows(&out->raw_last, ws->x, NC, &fail);
+    if (!fail && !is_gpt2 && req->want_final) {
+        if (!(out->final = alloc_rows(NC, 1))) fail = 1;
+        else layernorm_forward(out->final, ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
+    }
+    if (!fail && !is_gpt2 && req->want_projected) {
+        out->pooled = alloc_rows(n_seq, C);
+        out->projected = alloc_rows(n_seq, c->proj_dim);
+        if (!out->pooled || !out->projected) fail = 1;
+        for (int s = 0; s < n_seq && !fail; s++) {
+            int r = out->seq_start[s] + argmax_id(seqs[s].ids, seqs[s].len);
+            layernorm_forward(out->pooled + (long)s * C, ws->x + (long)r * C,
+                              m->lnf_w, m->lnf_b, 1, C, c->ln_eps);
+        }
+        /* projected[S][P] = pooled[S][C] @ text_projection[P][C]^T */
+        if (!fail)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_seq, c->proj_dim, C,
+                        1.0f, out->pooled, C, m->text_proj, C, 0.0f, out->projected,
+                        c->proj_dim);
+    }
+    if (fail) {
+        ll_states_free(out);
+        return ll_errorf(err, "out of memory for the outputs of %ld tokens", N);
+    }
+    return 0;
+}
+
+void ll_gpt2_logits(const ll_model *m, const float *row, float *logits) {
+    /* logits[V] = wte[V][C] @ row[C]  (the tied language-model head) */
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, m->cfg.vocab, m->cfg.width, 1.0f,
+                m->tok_emb, m->cfg.width, row, 1, 0.0f, logits, 1);
+}

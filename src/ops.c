@@ -1,0 +1,104 @@
+/* ops.c - transformer operations (see ops.h for the math of each). */
+#include "layerlens/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
+                       const float *wte, const float *wpe, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *t = wte + (long)ids[n] * C;
+        const float *p = wpe + (long)pos[n] * C;
+        float *o = out + (long)n * C;
+        for (int c = 0; c < C; c++) o[c] = t[c] + p[c];
+    }
+}
+
+void layernorm_forward(float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (long)n * C;
+        float *o = out + (long)n * C;
+        /* Two passes in double: the mean first, then the variance around
+         * it, so rows with a large common offset lose no precision. */
+        double sum = 0;
+        for (int c = 0; c < C; c++) sum += x[c];
+        float mean = (float)(sum / C);
+        double sq = 0;
+        for (int c = 0; c < C; c++) {
+            double d = x[c] - mean;
+            sq += d * d;
+        }
+        float rstd = (float)(1.0 / sqrt(sq / C + eps));
+        for (int c = 0; c < C; c++) o[c] = (x[c] - mean) * rstd * w[c] + b[c];
+    }
+}
+
+void matmul_forward(float *out, const float *inp, const float *W,
+                    const float *bias, int N, int IN, int OUT) {
+    float beta = 0.0f;
+    if (bias) {
+        for (int n = 0; n < N; n++)
+            memcpy(out + (long)n * OUT, bias, (size_t)OUT * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OUT, IN, 1.0f,
+                inp, IN, W, OUT, beta, out, OUT);
+}
+
+/* Row-wise softmax of the causal part (columns 0..i) of an [T][T] score
+ * matrix; the masked part is set to 0 so it can enter the next GEMM. */
+static void causal_softmax(float *s, int T) {
+    for (int i = 0; i < T; i++) {
+        float *row = s + (long)i * T;
+        float max = row[0];
+        for (int j = 1; j <= i; j++)
+            if (row[j] > max) max = row[j];
+        float sum = 0;
+        for (int j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - max);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j <= i; j++) row[j] *= inv;
+        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+void attention_forward(float *out, const float *qkv, float *scratch, int T,
+                       int C, int NH) {
+    int hd = C / NH, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < NH; h++) {
+        const float *q = qkv + h * hd;
+        const float *k = qkv + C + h * hd;
+        const float *v = qkv + 2 * C + h * hd;
+        /* scores[T][T] = scale * q_h k_h^T (strided views into qkv) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
+                    q, ld, k, ld, 0.0f, scratch, T);
+        causal_softmax(scratch, T);
+        /* out_h[T][hd] = P v_h, written into the head's columns of out */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
+                    scratch, T, v, ld, 0.0f, out + h * hd, C);
+    }
+}
+
+void gelu_new_forward(float *x, long n) {
+    const float s = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(s * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void quick_gelu_forward(float *x, long n) {
+    for (long i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = v / (1.0f + expf(-1.702f * v));
+    }
+}
+
+void residual_forward(float *x, const float *y, long n) {
+    for (long i = 0; i < n; i++) x[i] += y[i];
+}
