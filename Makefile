@@ -15,12 +15,12 @@ CC       ?= cc
 ARCHFLAGS ?= -march=native
 OPT      ?= -O2
 SAN      ?=
-PKGS     := openblas jansson libpcre2-8 libutf8proc libmicrohttpd
+PKGS     := openblas jansson libpcre2-8 libutf8proc libmicrohttpd libcrypto
 TESTPKGS := cmocka
 
 # Debian packages the build and the tests need (installed by `make deps`).
 DEB_PKGS := build-essential pkg-config libopenblas-dev libjansson-dev \
-            libpcre2-dev libutf8proc-dev libmicrohttpd-dev libcmocka-dev \
+            libpcre2-dev libutf8proc-dev libmicrohttpd-dev libcmocka-dev libssl-dev \
             curl
 
 CFLAGS   ?= $(OPT) -g $(ARCHFLAGS)
