@@ -23,11 +23,14 @@ typedef enum ll_dtype {
     LL_DT_F16,
     LL_DT_BF16,
     LL_DT_I64,
+    LL_DT_OTHER, /* a valid safetensors dtype we cannot use (F64, I32, U8,
+                    BOOL, F8_*, ...): listed and validated, never converted */
 } ll_dtype;
 
 typedef struct ll_st_tensor {
     char *name;
     ll_dtype dtype;
+    const char *dtype_name; /* as in the header: "F32", "F64", ... (static) */
     int ndim;
     int64_t shape[LL_ST_MAX_DIMS];
     const void *data;  /* into the mapping */
@@ -64,5 +67,11 @@ typedef struct ll_st_out {
 } ll_st_out;
 int ll_st_write(const char *path, const ll_st_out *tensors, size_t n,
                 ll_error *err);
+/* The same into an open file descriptor (written from its current position;
+ * `name` is only used in error messages).  ll_st_write writes through this to
+ * a temporary file that is renamed into place once complete, so a failed or
+ * interrupted write never leaves a plausible-looking checkpoint behind. */
+int ll_st_write_fd(int fd, const char *name, const ll_st_out *tensors,
+                   size_t n, ll_error *err);
 
 #endif
