@@ -6,7 +6,10 @@
  * intermediate_size, num_attention_heads, num_hidden_layers,
  * max_position_embeddings, vocab_size, layer_norm_eps, hidden_act, and the
  * top-level projection_dim.  Nothing is hard-coded: the tiny test checkpoints
- * and the real models go through the same code. */
+ * and the real models go through the same code.  Keys a config.json leaves
+ * out take the defaults of transformers' GPT2Config / CLIPTextConfig, as
+ * Hugging Face does (the real openai/clip-vit-base-patch32 config omits some).
+ * Errors name the offending key ("text_config.hidden_size"). */
 #ifndef LAYERLENS_CONFIG_H
 #define LAYERLENS_CONFIG_H
 
