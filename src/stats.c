@@ -140,6 +140,10 @@ typedef struct ranked {
 
 static int ranked_cmp(const void *pa, const void *pb) {
     const ranked *a = pa, *b = pb;
+    /* NaN sorts last, so the order stays total (qsort needs that) even for
+     * inputs the callers were asked not to pass */
+    int an = isnan(a->v), bn = isnan(b->v);
+    if (an != bn) return an - bn;
     if (a->v < b->v) return -1;
     if (a->v > b->v) return 1;
     return (a->i > b->i) - (a->i < b->i); /* deterministic order of ties */

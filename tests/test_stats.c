@@ -84,6 +84,8 @@ static void test_ranks_ties_average(void **state) {
     check_ranks((double[]){2, 1, 2, 3, 1, 2}, 6, (double[]){4, 1.5, 4, 6, 1.5, 4});
     /* -0.0 == 0.0: one tie, as in scipy */
     check_ranks((double[]){0.0, -1, -0.0}, 3, (double[]){2.5, 1, 2.5});
+    /* NaN: last, never tied */
+    check_ranks((double[]){NAN, 2, NAN, 1}, 4, (double[]){3, 2, 4, 1});
 }
 
 static void test_spearman_monotone_and_reversed(void **state) {

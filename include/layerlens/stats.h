@@ -62,7 +62,8 @@ int ll_pearson(const double *x, const double *y, int n, ll_corr *out);
 int ll_spearman(const double *x, const double *y, int n, ll_corr *out);
 
 /* 1-based ranks of x[0..n) into ranks[0..n), ties sharing their average rank
- * (scipy.stats.rankdata(method="average")).  NaN is not allowed in x.
+ * (scipy.stats.rankdata(method="average")).  NaN does not belong in x
+ * (the correlations refuse it); if present it ranks last, each NaN alone.
  * Returns -1 when memory ran out. */
 int ll_rank_average(const double *x, int n, double *ranks);
 
