@@ -312,6 +312,7 @@ static int grow(void **p, size_t bytes) {
  * matrix; never shrinks, so a worker's steady state allocates nothing. */
 static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
                              size_t T) {
+    N = (size_t)gemm_rows((long)N);
     if (N > ws->cap_tok) {
         size_t wide = F > C ? F : C;
         if (grow((void **)&ws->x, N * C * 4) || grow((void **)&ws->ln, N * C * 4) ||
@@ -458,17 +459,18 @@ int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         else layernorm_forward(out->final, ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
     }
     if (!fail && !is_gpt2 && req->want_projected) {
-        out->pooled = alloc_rows(n_seq, C);
-        out->projected = alloc_rows(n_seq, c->proj_dim);
+        out->pooled = calloc(gemm_rows(n_seq) * C, sizeof(float));
+        out->projected = alloc_rows(gemm_rows(n_seq), c->proj_dim);
         if (!out->pooled || !out->projected) fail = 1;
         for (int s = 0; s < n_seq && !fail; s++) {
             int r = out->seq_start[s] + argmax_id(seqs[s].ids, seqs[s].len);
             layernorm_forward(out->pooled + (long)s * C, ws->x + (long)r * C,
                               m->lnf_w, m->lnf_b, 1, C, c->ln_eps);
         }
-        /* projected[S][P] = pooled[S][C] @ text_projection[P][C]^T */
+        /* projected[S][P] = pooled[S][C] @ text_projection[P][C]^T, over
+         * gemm_rows(S) rows (zero padding) so batching cannot change it */
         if (!fail)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_seq, c->proj_dim, C,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)gemm_rows(n_seq), c->proj_dim, C,
                         1.0f, out->pooled, C, m->text_proj, C, 0.0f, out->projected,
                         c->proj_dim);
     }

@@ -17,10 +17,24 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
 void layernorm_forward(float *out, const float *inp, const float *w,
                        const float *b, int N, int C, float eps);
 
+/* Batch invariance: OpenBLAS computes the last M % 8 rows of a GEMM with
+ * narrower kernels whose rounding differs from the full 8/16-row kernels,
+ * so the same token would get (slightly) different states depending on its
+ * place in a packed batch.  Every GEMM over token rows therefore runs on a
+ * multiple of 8 rows; buffers of N rows must have room for
+ * gemm_rows(N) rows.  (Measured: all multiples of 8 give bit-identical rows
+ * for every shape of both models; at small N the GEMM is bound by reading
+ * the weights, so the padding rows cost next to nothing.) */
+#define LL_GEMM_ROW_ALIGN 8
+static inline long gemm_rows(long N) {
+    return (N + LL_GEMM_ROW_ALIGN - 1) / LL_GEMM_ROW_ALIGN * LL_GEMM_ROW_ALIGN;
+}
+
 /* out[N][OUT] = inp[N][IN] @ W[IN][OUT] + bias[OUT]   (bias may be NULL).
  * W is in the [in, out] layout (GPT-2's Conv1D; CLIP's are transposed to it
- * at load, see model.c). */
-void matmul_forward(float *out, const float *inp, const float *W,
+ * at load, see model.c).  inp and out hold gemm_rows(N) rows; the padding
+ * rows of inp are zeroed here and those of out receive bias only. */
+void matmul_forward(float *out, float *inp, const float *W,
                     const float *bias, int N, int IN, int OUT);
 
 /* Causal multi-head self-attention of ONE sequence.
