@@ -1,0 +1,449 @@
+/* http.c - the HTTP side of the server: libmicrohttpd setup, the routing
+ * table, reading bodies within the size limit, JSON parsing, replies and
+ * error bodies, queuing the response of a resumed connection, and the
+ * deadline sweeper that answers 504 for suspended requests that ran out of
+ * time (libmicrohttpd does not time out suspended connections).
+ *
+ * One request goes through on_request several times: once when its headers
+ * are in (route, method, Content-Length checks), once per piece of body, once
+ * when the body is complete (parse, dispatch to the handler), and - when the
+ * handler suspended it for compute - once more after a worker resumed it. */
+#include "server_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct route {
+    const char *path;
+    const char *method; /* GET routes also answer HEAD */
+    int endpoint;
+    int (*handler)(ll_request *r, json_t *body);
+} route;
+
+static const route ROUTES[] = {
+    {"/healthz", "GET", EP_HEALTHZ, api_healthz},
+    {"/readyz", "GET", EP_READYZ, api_readyz},
+    {"/metrics", "GET", EP_METRICS, api_metrics},
+    {"/v1/models", "GET", EP_MODELS, api_models},
+    {"/v1/tokenize", "POST", EP_TOKENIZE, api_tokenize},
+    {"/v1/embeddings", "POST", EP_EMBEDDINGS, api_embeddings},
+    {"/v1/similarity", "POST", EP_SIMILARITY, api_similarity},
+    {"/v1/self-similarity", "POST", EP_SELF_SIMILARITY, api_self_similarity},
+};
+#define N_ROUTES ((int)(sizeof ROUTES / sizeof ROUTES[0]))
+
+static const route *find_route(const char *url) {
+    for (int i = 0; i < N_ROUTES; i++)
+        if (strcmp(ROUTES[i].path, url) == 0) return &ROUTES[i];
+    return NULL;
+}
+
+/* ---- responses ---- */
+
+static const char *error_type(int status) {
+    switch (status) {
+    case 400: return "invalid_request_error";
+    case 404: return "not_found_error";
+    case 405: return "method_not_allowed_error";
+    case 413: return "request_too_large_error";
+    case 422: return "unprocessable_input_error";
+    case 503: return "service_unavailable_error";
+    case 504: return "timeout_error";
+    default: return "server_error";
+    }
+}
+
+static struct MHD_Response *response_from(char *text, size_t len,
+                                          const char *content_type) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return resp;
+}
+
+/* Floats are float32 values: 9 significant digits print each one so that
+ * it reads back to the same float. */
+struct MHD_Response *make_json_response(json_t *body, int status) {
+    if (!body) return NULL;
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(body);
+    if (!text) return NULL;
+    struct MHD_Response *resp = response_from(text, strlen(text), "application/json");
+    if (resp && status == 503) MHD_add_response_header(resp, "Retry-After", "1");
+    return resp;
+}
+
+struct MHD_Response *make_error_response(int status, const char *code,
+                                         const char *param, const char *msg) {
+    json_t *body = json_pack("{s:{s:s, s:s, s:s, s:o}}", "error", "type",
+                             error_type(status), "code", code, "message", msg,
+                             "param", param ? json_string(param) : json_null());
+    return make_json_response(body, status);
+}
+
+int reply_json(ll_request *r, int status, json_t *body) {
+    r->status = status;
+    r->resp = make_json_response(body, status);
+    return 0;
+}
+
+int reply_text(ll_request *r, int status, const char *content_type, char *text) {
+    r->status = status;
+    r->resp = text ? response_from(text, strlen(text), content_type) : NULL;
+    return 0;
+}
+
+int reply_error(ll_request *r, int status, const char *code, const char *param,
+                const char *fmt, ...) {
+    char msg[LL_ERROR_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    r->status = status;
+    r->resp = make_error_response(status, code, param, msg);
+    return 0;
+}
+
+/* Hands the prepared response to libmicrohttpd.  During shutdown it also
+ * closes the connection, so keep-alive clients let go. */
+static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) {
+    if (!resp) {
+        /* Out of memory while building it: closing the connection is the
+         * only answer left. */
+        r->status = 500;
+        return MHD_NO;
+    }
+    if (atomic_load(&r->srv->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- reading a request ---- */
+
+/* The first call, headers only.  Returns 1 when a reply was made already. */
+static int on_headers(ll_request *r, const char *url, const char *method) {
+    const route *rt = find_route(url);
+    if (!rt) {
+        r->endpoint = EP_OTHER;
+        return reply_error(r, 404, "route_not_found", NULL, "no route %.200s", url), 1;
+    }
+    r->endpoint = rt->endpoint;
+    int is_get = strcmp(rt->method, "GET") == 0;
+    int ok = strcmp(method, rt->method) == 0 || (is_get && strcmp(method, "HEAD") == 0);
+    if (!ok) {
+        reply_error(r, 405, "method_not_allowed", NULL,
+                    "%s %s is not supported; use %s", method, url, rt->method);
+        if (r->resp) MHD_add_response_header(r->resp, MHD_HTTP_HEADER_ALLOW,
+                                             is_get ? "GET, HEAD" : rt->method);
+        return 1;
+    }
+    /* Refuse an announced oversize body before reading any of it. */
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || *end || n > r->srv->opts.max_body_bytes)
+            return reply_error(r, 413, "body_too_large", NULL,
+                               "the request body is larger than %zu bytes",
+                               r->srv->opts.max_body_bytes), 1;
+    }
+    return 0;
+}
+
+/* Appends a piece of body; -1 when it would pass the limit (a chunked body
+ * has no Content-Length to refuse up front). */
+static int append_body(ll_request *r, const char *data, size_t n) {
+    size_t max = r->srv->opts.max_body_bytes;
+    if (n > max - r->len) return -1;
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n) cap *= 2;
+        if (cap > max) cap = max;
+        char *b = realloc(r->body, cap);
+        if (!b) return -1;
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return 0;
+}
+
+/* Parses the body as a JSON object; replies 400 and returns NULL on failure.
+ * jansson rejects invalid UTF-8 and NaN/Infinity by itself; \u0000 inside a
+ * string is refused too (texts are C strings further down). */
+static json_t *parse_body(ll_request *r) {
+    json_error_t je;
+    json_t *j = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        const char *code = "invalid_json";
+        switch (json_error_code(&je)) {
+        case json_error_invalid_utf8: code = "invalid_utf8"; break;
+        case json_error_null_character: code = "nul_character"; break;
+        case json_error_duplicate_key: code = "duplicate_key"; break;
+        default: break;
+        }
+        reply_error(r, 400, code, NULL, "invalid JSON body (line %d, column %d): %s",
+                    je.line, je.column, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        reply_error(r, 400, "invalid_type", NULL, "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static enum MHD_Result dispatch(ll_request *r, const char *url) {
+    const route *rt = find_route(url);
+    json_t *body = NULL;
+    if (strcmp(rt->method, "POST") == 0) {
+        body = parse_body(r);
+        if (!body) return queue_response(r, r->resp);
+    }
+    rt->handler(r, body);
+    json_decref(body);
+    if (r->resp) {
+        struct MHD_Response *resp = r->resp;
+        r->resp = NULL;
+        return queue_response(r, resp);
+    }
+    if (r->job) return MHD_YES; /* suspended; a worker or the sweeper resumes it */
+    r->status = 500;
+    return MHD_NO;
+}
+
+/* A resumed connection: its job was answered. */
+static enum MHD_Result on_resumed(ll_request *r) {
+    ll_job *job = r->job;
+    r->status = job->status;
+    struct MHD_Response *resp = job->resp;
+    job->resp = NULL;
+    return queue_response(r, resp);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    ll_server *s = cls;
+    ll_request *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = s;
+        r->conn = conn;
+        r->start_us = ll_now_us();
+        *con_cls = r;
+        atomic_fetch_add(&s->in_progress, 1);
+        if (on_headers(r, url, method)) {
+            struct MHD_Response *resp = r->resp;
+            r->resp = NULL;
+            return queue_response(r, resp);
+        }
+        if (strcmp(method, "POST") != 0) return dispatch(r, url);
+        return MHD_YES; /* wait for the body */
+    }
+    if (r->job) return on_resumed(r);
+    if (*upload_size) {
+        if (append_body(r, upload, *upload_size)) {
+            /* Over the limit in a chunked body: libmicrohttpd cannot answer
+             * in the middle of an upload, so the connection is closed. */
+            r->status = 413;
+            return MHD_NO;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return dispatch(r, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    ll_server *s = cls;
+    ll_request *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    double seconds = (double)(ll_now_us() - r->start_us) / 1e6;
+    ll_metrics_request(s->metrics, r->endpoint, r->status, seconds);
+    if (r->resp) MHD_destroy_response(r->resp);
+    if (r->job) job_release(r->job);
+    free(r->body);
+    free(r);
+    atomic_fetch_sub(&s->in_progress, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    ll_server *s = cls;
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && line[n - 1] == '\n') line[--n] = 0;
+    fprintf(s->log, "layerlens: http: %s\n", line);
+}
+
+/* ---- start / stop ---- */
+
+static int parse_host(const char *host, int port, struct sockaddr_storage *ss,
+                      int *is_v6) {
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *is_v6 = 0;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *is_v6 = 1;
+        return 0;
+    }
+    return -1;
+}
+
+int http_start(ll_server *s, ll_error *err) {
+    struct sockaddr_storage addr;
+    int v6;
+    if (parse_host(s->opts.host, s->opts.port, &addr, &v6))
+        return ll_errorf(err, "--host '%s' is not a numeric IPv4 or IPv6 address",
+                         s->opts.host);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (v6) flags |= MHD_USE_IPv6;
+    /* Idle connections go after 30 s; suspended ones are the sweeper's. */
+    unsigned idle_timeout = 30;
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, /* first, to catch every message */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)LL_HTTP_THREADS,
+        MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_END);
+    if (!s->daemon)
+        return ll_errorf(err, "cannot listen on %s port %d (in use, or not an address "
+                         "of this machine?)", s->opts.host, s->opts.port);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : s->opts.port;
+    return 0;
+}
+
+void http_stop(ll_server *s) {
+    if (!s->daemon) return;
+    atomic_store(&s->draining, 1);
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    /* Every accepted request finishes: its job runs (the batcher stops
+     * waiting for fuller batches only later, so give it the full timeout)
+     * or the sweeper answers 504 at its deadline. */
+    int64_t limit = ll_now_us() + (int64_t)s->opts.request_timeout_ms * 1000 + 5000000;
+    while (atomic_load(&s->in_progress) > 0 && ll_now_us() < limit) usleep(2000);
+    /* From here no job may suspend a connection (job_submit checks
+     * shut_down under the lock), and none is left suspended: answer any
+     * straggler so libmicrohttpd never stops with a suspended connection. */
+    pthread_mutex_lock(&s->mu);
+    s->shut_down = 1;
+    while (s->inflight_head) {
+        ll_job *job = s->inflight_head;
+        answer_locked(s, job, 503, make_error_response(503, "shutting_down", NULL,
+                                                       "the server is shutting down"));
+    }
+    pthread_mutex_unlock(&s->mu);
+    MHD_stop_daemon(s->daemon);
+    s->daemon = NULL;
+}
+
+/* ---- in-flight jobs and their deadlines ---- */
+
+/* Both with s->mu held.  Jobs are appended in arrival order and all have the
+ * same timeout, so the list is ordered by deadline. */
+void inflight_add(ll_server *s, ll_job *job) {
+    job->prev = s->inflight_tail;
+    job->next = NULL;
+    if (s->inflight_tail) s->inflight_tail->next = job;
+    else s->inflight_head = job;
+    s->inflight_tail = job;
+    job->in_list = 1;
+    pthread_cond_signal(&s->cv);
+}
+
+void inflight_remove(ll_server *s, ll_job *job) {
+    if (!job->in_list) return;
+    if (job->prev) job->prev->next = job->next;
+    else s->inflight_head = job->next;
+    if (job->next) job->next->prev = job->prev;
+    else s->inflight_tail = job->prev;
+    job->prev = job->next = NULL;
+    job->in_list = 0;
+}
+
+/* Answers a job still in the list (s->mu held): every job in the list is
+ * JOB_RUNNING, because answering and leaving the list happen together under
+ * the lock - which is also why no connection is resumed after http_stop
+ * has emptied the list. */
+void answer_locked(ll_server *s, ll_job *job, int status, struct MHD_Response *resp) {
+    atomic_store(&job->state, JOB_ANSWERED);
+    atomic_store(&job->cancelled, 1);
+    job->status = status;
+    job->resp = resp;
+    inflight_remove(s, job);
+    MHD_resume_connection(job->conn);
+}
+
+static void *sweeper_main(void *p) {
+    ll_server *s = p;
+    pthread_mutex_lock(&s->mu);
+    while (!s->sweeper_stop) {
+        int64_t now = ll_now_us();
+        while (s->inflight_head && s->inflight_head->deadline_us <= now) {
+            answer_locked(s, s->inflight_head, 504,
+                          make_error_response(504, "timeout", NULL, "the request took "
+                                              "longer than the request timeout"));
+        }
+        if (s->inflight_head) {
+            int64_t wake = s->inflight_head->deadline_us;
+            struct timespec ts = {.tv_sec = wake / 1000000,
+                                  .tv_nsec = (long)(wake % 1000000) * 1000};
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+        } else {
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int sweeper_start(ll_server *s, ll_error *err) {
+    int rc = pthread_create(&s->sweeper, NULL, sweeper_main, s);
+    if (rc) return ll_errorf(err, "cannot start the deadline thread: %s", strerror(rc));
+    s->sweeper_started = 1;
+    return 0;
+}
+
+void sweeper_stop(ll_server *s) {
+    if (!s->sweeper_started) return;
+    pthread_mutex_lock(&s->mu);
+    s->sweeper_stop = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->sweeper, NULL);
+    s->sweeper_started = 0;
+}
