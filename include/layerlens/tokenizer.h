@@ -50,7 +50,7 @@ int32_t ll_tokenizer_eot(const ll_tokenizer *t);
  * previously used).  Invalid UTF-8 is an error.  On error out is unchanged. */
 int ll_tokenize(const ll_tokenizer *t, const char *text, size_t len,
                 ll_tokens *out, ll_error *err);
-/* Appends one token with an empty span at byte position pos. */
+/* Appends one token with span [start, end); -1 when out of memory. */
 int ll_tokens_push(ll_tokens *out, int32_t id, int32_t start, int32_t end);
 void ll_tokens_clear(ll_tokens *out);
 void ll_tokens_free(ll_tokens *out);
@@ -63,5 +63,9 @@ const char *ll_token_str(const ll_tokenizer *t, int32_t id);
  * cap bytes, NUL-terminated when cap > 0.  -1 on an id out of range. */
 long ll_decode(const ll_tokenizer *t, const int32_t *ids, int n, char *buf,
                size_t cap, ll_error *err);
+
+/* The shared word -> ids cache: entries held now and the most it holds. */
+void ll_tokenizer_cache_stats(const ll_tokenizer *t, size_t *entries,
+                              size_t *max_entries);
 
 #endif
