@@ -55,6 +55,7 @@ static const char EOT_TEXT[] = "<|endoftext|>";
 
 int ll_tokens_push(ll_tokens *out, int32_t id, int32_t start, int32_t end) {
     if (out->n == out->cap) {
+        if (out->cap > INT32_MAX / 2) return -1;
         int cap = out->cap ? 2 * out->cap : 64;
         int32_t *ids = realloc(out->ids, (size_t)cap * sizeof *ids);
         if (!ids) return -1;
@@ -111,6 +112,10 @@ ll_tokenizer *ll_tokenizer_load(ll_tok_kind kind, const char *vocab_path,
                                 const char *merges_path, ll_error *err) {
     if (kind != LL_TOK_GPT2 && kind != LL_TOK_CLIP) {
         ll_errorf(err, "unknown tokenizer kind %d", (int)kind);
+        return NULL;
+    }
+    if (!vocab_path || !merges_path) {
+        ll_errorf(err, "tokenizer: vocab.json and merges.txt paths are required");
         return NULL;
     }
     ll_tokenizer *t = calloc(1, sizeof *t);
