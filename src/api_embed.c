@@ -131,8 +131,9 @@ static int encoding_base64(ll_request *r, json_t *body, int *base64) {
     json_t *v = json_object_get(body, "encoding_format");
     *base64 = 0;
     if (!v || json_is_null(v)) return 0;
-    if (json_is_string(v) && strcmp(json_string_value(v), "float") == 0) return 0;
-    if (json_is_string(v) && strcmp(json_string_value(v), "base64") == 0) {
+    int plain = json_is_string(v) && !json_has_nul(v);
+    if (plain && strcmp(json_string_value(v), "float") == 0) return 0;
+    if (plain && strcmp(json_string_value(v), "base64") == 0) {
         *base64 = 1;
         return 0;
     }

@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Names (model, pooling, layers, formats) are compared as C strings, so one
+ * holding U+0000 (allowed in JSON text, see http.c) never matches. */
+int json_has_nul(const json_t *v) {
+    return strlen(json_string_value(v)) != json_string_length(v);
+}
+
 int req_model(ll_request *r, json_t *body, ll_served_model **sm, const ll_model **m) {
     json_t *v = json_object_get(body, "model");
     if (!v) return reply_error(r, 400, "missing_field", "model", "'model' is required"), -1;
@@ -14,6 +20,9 @@ int req_model(ll_request *r, json_t *body, ll_served_model **sm, const ll_model 
         return reply_error(r, 400, "invalid_type", "model", "'model' must be a string"), -1;
     const char *id = json_string_value(v);
     ll_server *s = r->srv;
+    if (json_has_nul(v))
+        return reply_error(r, 404, "model_not_found", "model",
+                           "no model name contains U+0000"), -1;
     for (int i = 0; i < s->n_models; i++) {
         if (strcmp(s->models[i].id, id) != 0) continue;
         ll_model *loaded = atomic_load(&s->models[i].model);
@@ -110,6 +119,9 @@ static int add_layer_item(ll_request *r, ll_layer_sel *sel, json_t *v,
         return 0;
     }
     if (json_is_string(v)) {
+        if (json_has_nul(v))
+            return reply_error(r, 400, "unknown_layer", "layers",
+                               "layer names never contain U+0000"), -1;
         if (ll_layer_sel_parse(sel, json_string_value(v), cfg, &err))
             return reply_error(r, 400, "unknown_layer", "layers", "%s", err.msg), -1;
         return 0;
@@ -150,6 +162,9 @@ int req_pooling(ll_request *r, json_t *body, const ll_config *cfg, ll_pooling *o
     if (!json_is_string(v))
         return reply_error(r, 400, "invalid_type", "pooling",
                            "'pooling' must be one of \"none\", \"last\", \"eos\", \"mean\""), -1;
+    if (json_has_nul(v))
+        return reply_error(r, 400, "unknown_pooling", "pooling",
+                           "pooling names never contain U+0000"), -1;
     if (ll_pooling_parse(json_string_value(v), out, &err))
         return reply_error(r, 400, "unknown_pooling", "pooling", "%s", err.msg), -1;
     return 0;

@@ -183,16 +183,18 @@ static int append_body(ll_request *r, const char *data, size_t n) {
 }
 
 /* Parses the body as a JSON object; replies 400 and returns NULL on failure.
- * jansson rejects invalid UTF-8 and NaN/Infinity by itself; \u0000 inside a
- * string is refused too (texts are C strings further down). */
+ * jansson rejects invalid UTF-8, NaN/Infinity and duplicate keys.  U+0000 is
+ * valid JSON text and a valid byte for the tokenizers, so it is accepted:
+ * texts travel with their length, and names compared as C strings refuse it
+ * (json_has_nul). */
 static json_t *parse_body(ll_request *r) {
     json_error_t je;
-    json_t *j = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(r->body ? r->body : "", r->len,
+                           JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!j) {
         const char *code = "invalid_json";
         switch (json_error_code(&je)) {
         case json_error_invalid_utf8: code = "invalid_utf8"; break;
-        case json_error_null_character: code = "nul_character"; break;
         case json_error_duplicate_key: code = "duplicate_key"; break;
         default: break;
         }
@@ -211,11 +213,8 @@ static json_t *parse_body(ll_request *r) {
 static enum MHD_Result dispatch(ll_request *r, const char *url) {
     const route *rt = find_route(url);
     json_t *body = NULL;
-    if (strcmp(rt->method, "POST") == 0) {
-        body = parse_body(r);
-        if (!body) return queue_response(r, r->resp);
-    }
-    rt->handler(r, body);
+    if (strcmp(rt->method, "POST") == 0) body = parse_body(r);
+    if (body || !r->resp) rt->handler(r, body);
     json_decref(body);
     if (r->resp) {
         struct MHD_Response *resp = r->resp;

@@ -317,6 +317,9 @@ int ll_server_load(ll_server *s, ll_error *err) {
 
 /* sha256 of one file, streamed; -1 on a read error or when asked to stop. */
 static int sha256_file(ll_server *s, const char *path, char hex[65]) {
+    struct stat st;
+    /* Regular files only: opening a FIFO or device could block forever. */
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();

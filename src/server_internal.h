@@ -245,6 +245,8 @@ int req_encode_opts(ll_request *r, json_t *body, ll_encode_opts *eo);
 int req_check_pooling(ll_request *r, ll_job *job, const ll_layer_sel *sel,
                       ll_pooling pooling);
 int req_count_ok(ll_request *r, int n, const char *param);
+/* 1 when a JSON string holds U+0000. */
+int json_has_nul(const json_t *v);
 
 /* Layer key of an item: integer or "final"/"projected". */
 json_t *layer_key_json(int item);
