@@ -12,6 +12,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <signal.h>
@@ -376,13 +377,31 @@ void ll_server_free(ll_server *s) {
 
 /* ======================= layerlens serve ======================= */
 
+/* The write end of the pipe that wakes the main thread.  Signal handlers
+ * can reach nothing else, so this one descriptor is process state, set once
+ * before the handlers are installed.  A handler is used rather than sigwait
+ * because threads created before main (OpenBLAS's pool) do not block the
+ * signals, and a process-directed SIGTERM may be delivered to any of them. */
+static int wake_fd = -1;
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char c = (unsigned char)sig;
+    ssize_t w = write(wake_fd, &c, 1);
+    (void)w;
+    errno = saved;
+}
+
 typedef struct loader {
     ll_server *srv;
+    int wake;   /* write end of the wake pipe */
     int failed;
 } loader;
 
-/* Loads the models, then hashes their files.  A failure is reported to the
- * main thread with SIGUSR1 (it waits in sigwait, see ll_serve_main). */
+#define WAKE_LOAD_FAILED 0 /* not a signal number */
+
+/* Loads the models, then hashes their files.  A failure wakes the main
+ * thread, which shuts down and exits 1. */
 static void *loader_main(void *p) {
     loader *ld = p;
     ll_error err = {{0}};
@@ -391,12 +410,26 @@ static void *loader_main(void *p) {
             fprintf(ld->srv->log, "layerlens: %s\n", err.msg);
             fflush(ld->srv->log);
             ld->failed = 1;
-            kill(getpid(), SIGUSR1);
+            unsigned char c = WAKE_LOAD_FAILED;
+            ssize_t w = write(ld->wake, &c, 1);
+            (void)w;
         }
         return NULL;
     }
     ll_server_hash_files(ld->srv);
     return NULL;
+}
+
+static int install_signals(int pipefd[2]) {
+    if (pipe2(pipefd, O_CLOEXEC) != 0) return -1;
+    wake_fd = pipefd[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    signal(SIGPIPE, SIG_IGN);
+    return sigaction(SIGTERM, &sa, NULL) || sigaction(SIGINT, &sa, NULL) ? -1 : 0;
 }
 
 int ll_serve_main(int argc, char **argv) {
@@ -412,31 +445,36 @@ int ll_serve_main(int argc, char **argv) {
         ll_server_usage(stdout);
         return 0;
     }
-    /* Signals are taken by sigwait in this thread only: block them before
-     * any thread exists, so every thread inherits the mask. */
-    sigset_t set;
+    int pipefd[2];
+    if (install_signals(pipefd)) {
+        fprintf(stderr, "layerlens serve: cannot set up signal handling: %s\n", strerror(errno));
+        return 1;
+    }
+    /* The threads started from here (HTTP, workers, sweeper, loader) block
+     * the signals, so they interrupt nothing there; this thread takes them. */
+    sigset_t set, old;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    pthread_sigmask(SIG_BLOCK, &set, &old);
     ll_server *s = ll_server_new(&opts, stderr, &err);
+    loader ld = {s, pipefd[1], 0};
+    pthread_t th;
+    int have_loader = s && pthread_create(&th, NULL, loader_main, &ld) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!s) {
         fprintf(stderr, "layerlens serve: %s\n", err.msg);
         return 1;
     }
-    loader ld = {s, 0};
-    pthread_t th;
-    int have_loader = pthread_create(&th, NULL, loader_main, &ld) == 0;
     if (!have_loader) fprintf(stderr, "layerlens serve: cannot start the loader thread\n");
-    int sig = 0;
-    while (have_loader && sig != SIGTERM && sig != SIGINT && sig != SIGUSR1)
-        if (sigwait(&set, &sig) != 0) break;
-    if (sig == SIGTERM || sig == SIGINT)
+    unsigned char c = WAKE_LOAD_FAILED;
+    while (have_loader) {
+        ssize_t r = read(pipefd[0], &c, 1);
+        if (r == 1 || (r < 0 && errno != EINTR)) break;
+    }
+    if (c == SIGTERM || c == SIGINT)
         fprintf(stderr, "layerlens: %s: finishing accepted requests, then exiting\n",
-                sig == SIGTERM ? "SIGTERM" : "SIGINT");
+                c == SIGTERM ? "SIGTERM" : "SIGINT");
     ll_server_shutdown(s);
     if (have_loader) pthread_join(th, NULL);
     int failed = ld.failed || !have_loader;
