@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layerlens/blas.h"
 #include "layerlens/embed.h"
 #include "layerlens/mkweights.h"
 #include "layerlens/model.h"
@@ -262,6 +263,7 @@ static int cmd_mkweights(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    ll_blas_select_kernels(argv);
     if (argc < 2) return fputs(usage_top, stderr), 2;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))

@@ -459,20 +459,20 @@ int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         else layernorm_forward(out->final, ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
     }
     if (!fail && !is_gpt2 && req->want_projected) {
-        out->pooled = calloc(gemm_rows(n_seq) * C, sizeof(float));
-        out->projected = alloc_rows(gemm_rows(n_seq), c->proj_dim);
+        out->pooled = alloc_rows(n_seq, C);
+        out->projected = alloc_rows(n_seq, c->proj_dim);
         if (!out->pooled || !out->projected) fail = 1;
         for (int s = 0; s < n_seq && !fail; s++) {
             int r = out->seq_start[s] + argmax_id(seqs[s].ids, seqs[s].len);
-            layernorm_forward(out->pooled + (long)s * C, ws->x + (long)r * C,
-                              m->lnf_w, m->lnf_b, 1, C, c->ln_eps);
+            float *pooled = out->pooled + (long)s * C;
+            layernorm_forward(pooled, ws->x + (long)r * C, m->lnf_w, m->lnf_b, 1, C,
+                              c->ln_eps);
+            /* projected[P] = text_projection[P][C] @ pooled[C], one sequence at
+             * a time: a GEMM over all sequences would round differently
+             * depending on how many there are */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, c->proj_dim, C, 1.0f, m->text_proj, C,
+                        pooled, 1, 0.0f, out->projected + (long)s * c->proj_dim, 1);
         }
-        /* projected[S][P] = pooled[S][C] @ text_projection[P][C]^T, over
-         * gemm_rows(S) rows (zero padding) so batching cannot change it */
-        if (!fail)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)gemm_rows(n_seq), c->proj_dim, C,
-                        1.0f, out->pooled, C, m->text_proj, C, 0.0f, out->projected,
-                        c->proj_dim);
     }
     if (fail) {
         ll_states_free(out);

@@ -7,6 +7,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "layerlens/blas.h"
+
+/* Test programs run the OpenBLAS kernels the server runs (blas.h): glibc
+ * passes argc/argv to constructors, which run after OpenBLAS is loaded. */
+__attribute__((constructor)) static void tu_select_kernels(int argc, char **argv) {
+    (void)argc;
+    ll_blas_select_kernels(argv);
+}
+
 const char *tu_shared(void) {
     static char dir[4096];
     const char *env = getenv("LAYERLENS_SHARED");
