@@ -202,6 +202,38 @@ static void test_errors(void **state) {
     free(out);
 }
 
+/* A corrupted checkpoint, config or tokenizer file stops the program with
+ * one message naming the file and the problem, and exit status 1. */
+static void test_bad_model_dirs(void **state) {
+    const char *dir = tu_tmpdir();
+    const char *src = tu_path("fixtures/models/gpt2-tiny");
+    struct { const char *file, *damage, *expect; } cases[] = {
+        {"model.safetensors", "truncate -s 1000", "model.safetensors"},
+        {"model.safetensors", "truncate -s 0", "model.safetensors"},
+        {"config.json", "printf '{\"model_type\": \"gpt2\", \"n_embd\": 32, \"n_head\": 4, \"n_layer\": 4}' >", "model.safetensors"},
+        {"config.json", "printf 'not json' >", "config.json"},
+        {"vocab.json", "printf '[1,2]' >", "vocab.json"},
+        {"merges.txt", "printf '#version: 0.2\\nnot-a-token x\\n' >", "merges.txt"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[8192], args[4200], *out;
+        snprintf(cmd, sizeof cmd, "rm -rf %s/m && mkdir %s/m && cp %s/* %s/m/ && chmod u+w %s/m/* && %s %s/m/%s",
+                 dir, dir, src, dir, dir, cases[i].damage, dir, cases[i].file);
+        assert_int_equal(system(cmd), 0);
+        snprintf(args, sizeof args, "embed --model %s/m -- hello", dir);
+        int rc = run_cli(args, &out, 1);
+        if (rc != 1 || !strstr(out, cases[i].expect))
+            fail_msg("case %zu (%s): exit %d, output: %.300s", i, cases[i].file, rc, out);
+        /* one line, no crash report */
+        assert_non_null(strchr(out, '\n'));
+        assert_null(strchr(strchr(out, '\n') + 1, '\n'));
+        free(out);
+    }
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* mkweights writes a loadable checkpoint of the --like architecture. */
 static void test_mkweights(void **state) {
     const char *models[] = {"fixtures/models/gpt2-tiny", "fixtures/models/clip-tiny"};
@@ -249,6 +281,7 @@ int main(void) {
         cmocka_unit_test(test_embed_pooling),
         cmocka_unit_test(test_tokenize),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bad_model_dirs),
         cmocka_unit_test(test_mkweights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
