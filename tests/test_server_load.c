@@ -121,7 +121,9 @@ static void *client_main(void *p) {
         json_t *texts = json_array();
         for (int i = 0; i < n; i++) {
             cases[i] = word_case(clip ? REF_CLIP : REF_GPT2, c->id * 31 + r * 7 + i * 13);
-            json_array_append(texts, json_object_get(cases[i], "text"));
+            /* a copy: jansson's reference counts are not for sharing
+             * between threads */
+            json_array_append_new(texts, json_string(json_string_value(json_object_get(cases[i], "text"))));
         }
         json_t *req = json_pack("{s:s, s:o, s:[i], s:s}", "model", clip ? "clip" : "gpt2",
                                 "input", texts, "layers", layer, "pooling", clip ? "eos" : "last");
@@ -276,8 +278,9 @@ typedef struct waiter {
 static void *waiter_main(void *p) {
     waiter *w = p;
     json_t *c = word_case(REF_GPT2, 5 + w->k);
-    json_t *req = json_pack("{s:s, s:O, s:[i], s:s}", "model", "gpt2", "input",
-                            json_object_get(c, "text"), "layers", 3, "pooling", "last");
+    json_t *req = json_pack("{s:s, s:s, s:[i], s:s}", "model", "gpt2", "input",
+                            json_string_value(json_object_get(c, "text")), "layers", 3,
+                            "pooling", "last");
     char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     int fd = th_connect(w->port);
