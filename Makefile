@@ -21,7 +21,7 @@ TESTPKGS := cmocka
 # Debian packages the build and the tests need (installed by `make deps`).
 DEB_PKGS := build-essential pkg-config libopenblas-dev libjansson-dev \
             libpcre2-dev libutf8proc-dev libmicrohttpd-dev libcmocka-dev libssl-dev \
-            curl libcurl4-openssl-dev
+            curl libcurl4-openssl-dev libxml2-utils
 
 CFLAGS   ?= $(OPT) -g $(ARCHFLAGS)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-format-truncation \

@@ -15,6 +15,7 @@
 
 #include "layerlens/blas.h"
 #include "layerlens/embed.h"
+#include "layerlens/eval.h"
 #include "layerlens/mkweights.h"
 #include "layerlens/model.h"
 #include "layerlens/server.h"
@@ -29,6 +30,8 @@ static const char *usage_top =
     "  embed       print per-layer hidden states of texts as JSON\n"
     "  tokenize    print token ids, token strings and byte offsets as JSON\n"
     "  mkweights   write a random checkpoint of the real shapes\n"
+    "  eval        score every layer on benchmark tasks, as JSON (no server)\n"
+    "  reproduce   run the paper's evaluation: report.md, results.json, SVG plots\n"
     "\n"
     "  layerlens --version | --help | COMMAND --help\n";
 
@@ -273,6 +276,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "mkweights")) return cmd_mkweights(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve")) return ll_serve_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "eval")) return ll_eval_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "reproduce")) return ll_reproduce_main(argc - 1, argv + 1);
     fprintf(stderr, "layerlens: unknown command '%s'\n\n%s", cmd, usage_top);
     return 2;
 }
