@@ -1,0 +1,647 @@
+/* llbench.c - the engine side of `make bench` (no HTTP; see llload.c).
+ *
+ *   llbench prep    --gpt2 DIR --clip DIR --data DIR --out DIR [--words N] [--sentences N]
+ *       picks the workload texts (distinct words of SimLex-999, SimVerb-3500
+ *       and WordSim-353; STS-B test sentences), tokenizes them with the
+ *       engine's own tokenizers and writes, per model and workload, the token
+ *       ids (one sequence per line: what the peers run) and the HTTP request
+ *       bodies (one JSON per line: what the load generator sends).
+ *   llbench dump    --model DIR --ids FILE --count K --out FILE
+ *       every hidden state of the first K sequences, float32, so the peers
+ *       can be checked against the engine before they are timed.
+ *   llbench engine  --model DIR --ids FILE --tokens 256,512,... [--workers W]
+ *                   [--threads T] [--seconds S]
+ *       workload 5: forward passes over packed batches of about that many
+ *       tokens, and cblas_sgemm on the same GEMM shapes in the same run.
+ *   llbench forward --model DIR --ids FILE --batch B [--workers W] [--threads T]
+ *                   [--latency K] [--layers all|last]
+ *       the peers' in-process workloads for the engine itself: every sequence
+ *       of the file in packed batches of B sequences (no padding), or with
+ *       --latency K, K single-sequence passes and their latency percentiles.
+ *
+ * Every timing command prints one JSON object on stdout.
+ *
+ * FLOP accounting (per token, per block, C = width, F = MLP width, T = the
+ * sequence's length): the four linear layers are 2 (C 3C + C C + C F + F C)
+ * = 24 C^2 for F = 4C; attention q k^T and P v are 2 T C each (the full
+ * T x T square is what OpenBLAS computes; the causal half is not skipped).
+ * GPT-2 124M: 12 blocks x 24 x 768^2 = 169.9 MFLOP/token + 48 x 768 T;
+ * CLIP text: 12 x 24 x 512^2 = 75.5 MFLOP/token + 48 x 512 T.
+ * Embedding, layer norm, activations, residuals, GPT-2's ln_f and CLIP's
+ * projection are left out (under 0.1%). */
+#include <cblas.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "layerlens/model.h"
+
+/* OpenBLAS's own thread control (Debian's libopenblas0-pthread). */
+void openblas_set_num_threads(int n);
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void die(const char *fmt, const char *arg) {
+    fprintf(stderr, "llbench: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+/* ------------------------------------------------------------ arguments */
+
+typedef struct args {
+    const char *gpt2, *clip, *data, *out, *model, *ids, *tokens, *layers;
+    int words, sentences, count, workers, threads, batch, latency;
+    double seconds;
+} args;
+
+static void parse_args(args *a, int argc, char **argv) {
+    *a = (args){.words = 1000, .sentences = 1000, .count = 4, .workers = 1,
+                .threads = 1, .batch = 64, .seconds = 3.0, .layers = "all"};
+    for (int i = 2; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) die("%s needs a value", k);
+        i++;
+        if (!strcmp(k, "--gpt2")) a->gpt2 = v;
+        else if (!strcmp(k, "--clip")) a->clip = v;
+        else if (!strcmp(k, "--data")) a->data = v;
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--ids")) a->ids = v;
+        else if (!strcmp(k, "--tokens")) a->tokens = v;
+        else if (!strcmp(k, "--layers")) a->layers = v;
+        else if (!strcmp(k, "--words")) a->words = atoi(v);
+        else if (!strcmp(k, "--sentences")) a->sentences = atoi(v);
+        else if (!strcmp(k, "--count")) a->count = atoi(v);
+        else if (!strcmp(k, "--workers")) a->workers = atoi(v);
+        else if (!strcmp(k, "--threads")) a->threads = atoi(v);
+        else if (!strcmp(k, "--batch")) a->batch = atoi(v);
+        else if (!strcmp(k, "--latency")) a->latency = atoi(v);
+        else if (!strcmp(k, "--seconds")) a->seconds = atof(v);
+        else die("unknown option %s", k);
+    }
+    if (a->workers < 1 || a->threads < 1 || a->batch < 1) die("%s", "bad worker/thread/batch count");
+}
+
+static ll_model *load_model(const char *dir) {
+    if (!dir) die("%s", "--model DIR is required");
+    ll_error err = {{0}};
+    ll_model *m = ll_model_load(dir, &err);
+    if (!m) die("%s", err.msg);
+    return m;
+}
+
+/* ------------------------------------------------------------ texts */
+
+typedef struct strlist {
+    char **s;
+    int n, cap;
+} strlist;
+
+static void strlist_push(strlist *l, const char *s, size_t len) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 256;
+        l->s = realloc(l->s, (size_t)l->cap * sizeof *l->s);
+        if (!l->s) die("%s", "out of memory");
+    }
+    l->s[l->n++] = strndup(s, len);
+}
+
+static int strlist_has(const strlist *l, const char *s) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->s[i], s)) return 1;
+    return 0;
+}
+
+/* Field f (0-based) of a tab-separated line, as [*beg, *beg + return). */
+static long tsv_field(const char *line, int f, const char **beg) {
+    const char *p = line;
+    for (int i = 0; i < f; i++) {
+        p = strchr(p, '\t');
+        if (!p) return -1;
+        p++;
+    }
+    *beg = p;
+    return (long)strcspn(p, "\t\r\n");
+}
+
+/* Appends the distinct words of columns 0 and 1 of a word-pair file, in
+ * first-occurrence order, until the list holds max words. */
+static void add_pair_words(strlist *words, const char *path, int header, int max) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("cannot open %s", path);
+    char line[4096];
+    for (int ln = 0; words->n < max && fgets(line, sizeof line, f); ln++) {
+        if (ln == 0 && header) continue;
+        for (int col = 0; col < 2 && words->n < max; col++) {
+            const char *b = NULL;
+            long n = tsv_field(line, col, &b);
+            if (n <= 0) continue;
+            char w[256];
+            snprintf(w, sizeof w, "%.*s", (int)n, b);
+            if (!strlist_has(words, w)) strlist_push(words, w, strlen(w));
+        }
+    }
+    fclose(f);
+}
+
+/* STS-B (sts-test.csv): sentence1 and sentence2 are fields 5 and 6. */
+static void add_stsb(strlist *all, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("cannot open %s", path);
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        const char *b1 = NULL, *b2 = NULL;
+        long n1 = tsv_field(line, 5, &b1), n2 = tsv_field(line, 6, &b2);
+        if (n1 <= 0 || n2 <= 0) continue;
+        strlist_push(all, b1, (size_t)n1);
+        strlist_push(all, b2, (size_t)n2);
+    }
+    fclose(f);
+}
+
+/* ------------------------------------------------------------ prep */
+
+typedef struct workload_out {
+    const char *name;     /* words | sentences | stsb */
+    const strlist *texts;
+    int bodies;           /* write request bodies too */
+} workload_out;
+
+static FILE *open_out(const char *dir, const char *model, const char *name,
+                      const char *ext) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s-%s.%s", dir, model, name, ext);
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write %s", path);
+    return f;
+}
+
+static void write_body(FILE *f, const char *model, const char *text, int gpt2,
+                       int all_layers) {
+    json_t *b = json_pack("{s:s, s:s}", "model", model, "input", text);
+    /* GPT-2 gets <|endoftext|> on both sides, as in the papers this service
+     * reproduces; CLIP always has its own start and end tokens. */
+    if (gpt2) {
+        json_object_set_new(b, "bos", json_true());
+        json_object_set_new(b, "eos", json_true());
+    }
+    if (all_layers) json_object_set_new(b, "layers", json_string("all"));
+    char *s = json_dumps(b, JSON_COMPACT);
+    fprintf(f, "%s\n", s);
+    free(s);
+    json_decref(b);
+}
+
+/* One model's token ids (and request bodies) for one workload. */
+static void prep_workload(const ll_model *m, const char *out, const workload_out *w) {
+    const char *id = ll_model_id(m);
+    int gpt2 = !strcmp(id, "gpt2");
+    ll_encode_opts eo = {gpt2, gpt2, 1};
+    FILE *fi = open_out(out, id, w->name, "ids");
+    FILE *fb = w->bodies ? open_out(out, id, w->name, "jsonl") : NULL;
+    FILE *fa = w->bodies ? open_out(out, id, w->name, "all.jsonl") : NULL;
+    long total = 0;
+    for (int i = 0; i < w->texts->n; i++) {
+        const char *t = w->texts->s[i];
+        ll_tokens tk = {0};
+        ll_error err = {{0}};
+        if (ll_model_encode(m, t, strlen(t), &eo, &tk, NULL, NULL, &err))
+            die("tokenizing: %s", err.msg);
+        for (int k = 0; k < tk.n; k++) fprintf(fi, k ? " %d" : "%d", tk.ids[k]);
+        fputc('\n', fi);
+        total += tk.n;
+        ll_tokens_free(&tk);
+        if (fb) write_body(fb, id, t, gpt2, 0);
+        if (fa) write_body(fa, id, t, gpt2, 1);
+    }
+    fclose(fi);
+    if (fb) fclose(fb), fclose(fa);
+    fprintf(stderr, "llbench prep: %s %s: %d sequences, %ld tokens (%.2f per sequence)\n",
+            id, w->name, w->texts->n, total, (double)total / w->texts->n);
+}
+
+static void write_texts(const char *dir, const char *name, const strlist *l) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.txt", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write %s", path);
+    for (int i = 0; i < l->n; i++) fprintf(f, "%s\n", l->s[i]);
+    fclose(f);
+}
+
+static int cmd_prep(const args *a) {
+    if (!a->gpt2 || !a->clip || !a->data || !a->out)
+        die("%s", "prep needs --gpt2 --clip --data --out");
+    char p[1024];
+    strlist words = {0}, stsb = {0}, sents = {0};
+    snprintf(p, sizeof p, "%s/simlex999.tsv", a->data);
+    add_pair_words(&words, p, 1, a->words);
+    snprintf(p, sizeof p, "%s/simverb3500.tsv", a->data);
+    add_pair_words(&words, p, 0, a->words);
+    snprintf(p, sizeof p, "%s/ws353.tsv", a->data);
+    add_pair_words(&words, p, 1, a->words);
+    snprintf(p, sizeof p, "%s/stsb/sts-test.csv", a->data);
+    add_stsb(&stsb, p);
+    /* workload 2: the first distinct sentences of the test set */
+    for (int i = 0; i < stsb.n && sents.n < a->sentences; i++)
+        if (!strlist_has(&sents, stsb.s[i])) strlist_push(&sents, stsb.s[i], strlen(stsb.s[i]));
+    if (words.n < a->words || sents.n < a->sentences)
+        fprintf(stderr, "llbench prep: only %d words / %d sentences available\n", words.n, sents.n);
+    write_texts(a->out, "words", &words);
+    write_texts(a->out, "sentences", &sents);
+    write_texts(a->out, "stsb", &stsb);
+    const char *dirs[2] = {a->gpt2, a->clip};
+    workload_out wl[3] = {{"words", &words, 1}, {"sentences", &sents, 1}, {"stsb", &stsb, 0}};
+    for (int d = 0; d < 2; d++) {
+        ll_model *m = load_model(dirs[d]);
+        for (int w = 0; w < 3; w++) prep_workload(m, a->out, &wl[w]);
+        ll_model_free(m);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ id files */
+
+typedef struct seqfile {
+    ll_seq *seqs;
+    int n;
+    long tokens;
+} seqfile;
+
+static seqfile read_ids(const char *path) {
+    if (!path) die("%s", "--ids FILE is required");
+    FILE *f = fopen(path, "r");
+    if (!f) die("cannot open %s", path);
+    seqfile sf = {0};
+    int cap = 0;
+    char *line = NULL;
+    size_t lcap = 0;
+    while (getline(&line, &lcap, f) > 0) {
+        int32_t *ids = malloc(strlen(line) * sizeof *ids);
+        int n = 0;
+        for (char *p = line, *end; ; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            ids[n++] = (int32_t)v;
+        }
+        if (n == 0) die("empty sequence in %s", path);
+        if (sf.n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            sf.seqs = realloc(sf.seqs, (size_t)cap * sizeof *sf.seqs);
+        }
+        sf.seqs[sf.n++] = (ll_seq){ids, n};
+        sf.tokens += n;
+    }
+    free(line);
+    fclose(f);
+    if (sf.n == 0) die("no sequences in %s", path);
+    return sf;
+}
+
+/* ------------------------------------------------------------ FLOPs */
+
+static double linear_flops(const ll_config *c, long tokens) {
+    double C = c->width, F = c->ffn;
+    return 2.0 * (double)tokens * c->n_layer * (3 * C * C + C * C + 2 * C * F);
+}
+
+static double attention_flops(const ll_config *c, const ll_seq *s, int n) {
+    double f = 0;
+    for (int i = 0; i < n; i++) f += 4.0 * (double)s[i].len * s[i].len * c->width;
+    return f * c->n_layer;
+}
+
+/* ------------------------------------------------------------ dump */
+
+static int cmd_dump(const args *a) {
+    ll_model *m = load_model(a->model);
+    seqfile sf = read_ids(a->ids);
+    const ll_config *c = ll_model_config(m);
+    FILE *f = fopen(a->out, "wb");
+    if (!f) die("cannot write %s", a->out);
+    ll_workspace *ws = ll_workspace_new();
+    ll_forward_req req = {.layers = (2ull << c->n_layer) - 1,
+                          .want_projected = c->arch == LL_ARCH_CLIP};
+    int n = a->count < sf.n ? a->count : sf.n;
+    for (int s = 0; s < n; s++) {
+        ll_states st;
+        ll_error err = {{0}};
+        if (ll_forward(m, ws, &sf.seqs[s], 1, &req, &st, &err)) die("%s", err.msg);
+        for (int l = 0; l <= c->n_layer; l++)
+            fwrite(st.layer[l], sizeof(float), (size_t)st.n_tok * c->width, f);
+        if (st.projected) fwrite(st.projected, sizeof(float), (size_t)c->proj_dim, f);
+        ll_states_free(&st);
+    }
+    fclose(f);
+    ll_workspace_free(ws);
+    ll_model_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------ workers */
+
+/* A batch: n consecutive sequences of the file. */
+typedef struct batch {
+    const ll_seq *seqs;
+    int n;
+    long tokens;
+} batch;
+
+/* Work shared by the worker threads: batches taken in order from a common
+ * counter (passes over the list repeat until `until` when it is set). */
+typedef struct pool {
+    const ll_model *m;
+    const batch *batches;
+    int n_batches;
+    ll_forward_req req;
+    atomic_long next;
+    long max_jobs;       /* total batch runs, or 0 = until the deadline */
+    double until;        /* deadline (now_s) when max_jobs == 0 */
+    atomic_long done_tokens, done_jobs;
+    double *lat;         /* per job latency (latency mode), [max_jobs] */
+} pool;
+
+static void *worker_main(void *p_) {
+    pool *p = p_;
+    ll_workspace *ws = ll_workspace_new();
+    for (;;) {
+        long j = atomic_fetch_add(&p->next, 1);
+        if (p->max_jobs ? j >= p->max_jobs : now_s() >= p->until) break;
+        const batch *b = &p->batches[j % p->n_batches];
+        ll_states st;
+        ll_error err = {{0}};
+        double t0 = now_s();
+        if (ll_forward(p->m, ws, b->seqs, b->n, &p->req, &st, &err)) die("%s", err.msg);
+        if (p->lat) p->lat[j] = now_s() - t0;
+        ll_states_free(&st);
+        atomic_fetch_add(&p->done_tokens, b->tokens);
+        atomic_fetch_add(&p->done_jobs, 1);
+    }
+    ll_workspace_free(ws);
+    return NULL;
+}
+
+/* Runs the pool on `workers` threads; returns the wall time. */
+static double run_pool(pool *p, int workers) {
+    pthread_t th[64];
+    if (workers > 64) workers = 64;
+    atomic_store(&p->next, 0);
+    atomic_store(&p->done_tokens, 0);
+    atomic_store(&p->done_jobs, 0);
+    double t0 = now_s();
+    for (int w = 0; w < workers; w++) pthread_create(&th[w], NULL, worker_main, p);
+    for (int w = 0; w < workers; w++) pthread_join(th[w], NULL);
+    return now_s() - t0;
+}
+
+/* Cuts the file into batches of about `tokens` tokens (sequences are never
+ * split; a batch holds at least one). */
+static batch *pack_by_tokens(const seqfile *sf, long tokens, int *n_out) {
+    batch *b = calloc((size_t)sf->n, sizeof *b);
+    int n = 0;
+    for (int s = 0; s < sf->n; s++) {
+        if (n == 0 || b[n - 1].tokens + sf->seqs[s].len > tokens)
+            b[n++] = (batch){&sf->seqs[s], 0, 0};
+        b[n - 1].n++;
+        b[n - 1].tokens += sf->seqs[s].len;
+    }
+    /* the last batch is usually short: keep it only if it is the only one */
+    if (n > 1 && b[n - 1].tokens < tokens * 3 / 4) n--;
+    *n_out = n;
+    return b;
+}
+
+static batch *pack_by_count(const seqfile *sf, int per, int *n_out) {
+    int n = (sf->n + per - 1) / per;
+    batch *b = calloc((size_t)n, sizeof *b);
+    for (int i = 0; i < n; i++) {
+        b[i].seqs = &sf->seqs[i * per];
+        b[i].n = sf->n - i * per < per ? sf->n - i * per : per;
+        for (int s = 0; s < b[i].n; s++) b[i].tokens += b[i].seqs[s].len;
+    }
+    *n_out = n;
+    return b;
+}
+
+static uint64_t layer_mask(const ll_config *c, const char *spec) {
+    if (!strcmp(spec, "last")) return 1ull << c->n_layer;
+    return (2ull << c->n_layer) - 1;
+}
+
+/* ------------------------------------------------------------ sgemm */
+
+/* GFLOP/s of cblas_sgemm on the four linear-layer shapes of one block at M
+ * rows (beta = 1 like the engine's bias-initialised GEMMs), run by `workers`
+ * threads at once, each on its own matrices, for about `seconds`. */
+typedef struct gemm_job {
+    int M, C, F;
+    double until;
+    long reps;
+} gemm_job;
+
+static void *gemm_main(void *p) {
+    gemm_job *g = p;
+    int M = g->M, C = g->C, F = g->F;
+    size_t big = (size_t)M * (F > 3 * C ? F : 3 * C);
+    float *A = calloc(big, 4), *O = calloc(big, 4);
+    float *W = malloc((size_t)C * (F > 3 * C ? F : 3 * C) * 4);
+    for (size_t i = 0; i < (size_t)C * (F > 3 * C ? F : 3 * C); i++) W[i] = 0.01f * (float)(i % 97);
+    for (size_t i = 0; i < big; i++) A[i] = 0.02f * (float)(i % 89);
+    const int shapes[4][2] = {{C, 3 * C}, {C, C}, {C, F}, {F, C}}; /* {IN, OUT} */
+    g->reps = 0;
+    do {
+        for (int k = 0; k < 4; k++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, shapes[k][1], shapes[k][0],
+                        1.0f, A, shapes[k][0], W, shapes[k][1], 1.0f, O, shapes[k][1]);
+        g->reps++;
+    } while (now_s() < g->until);
+    free(A), free(O), free(W);
+    return NULL;
+}
+
+static double sgemm_gflops(int M, int C, int F, int workers, double seconds) {
+    gemm_job g[64];
+    pthread_t th[64];
+    double t0 = now_s();
+    for (int w = 0; w < workers; w++) {
+        g[w] = (gemm_job){M, C, F, t0 + seconds, 0};
+        pthread_create(&th[w], NULL, gemm_main, &g[w]);
+    }
+    long reps = 0;
+    for (int w = 0; w < workers; w++) pthread_join(th[w], NULL), reps += g[w].reps;
+    double dt = now_s() - t0;
+    double per = 2.0 * M * ((double)C * 3 * C + (double)C * C + 2.0 * C * F);
+    return per * (double)reps / dt / 1e9;
+}
+
+/* ------------------------------------------------------------ engine */
+
+static int cmd_engine(const args *a) {
+    ll_model *m = load_model(a->model);
+    const ll_config *c = ll_model_config(m);
+    seqfile sf = read_ids(a->ids);
+    openblas_set_num_threads(a->threads);
+    char *spec = strdup(a->tokens ? a->tokens : "256,512,1024,2048");
+    json_t *rows = json_array();
+    for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        long target = atol(tok);
+        int nb;
+        batch *b = pack_by_tokens(&sf, target, &nb);
+        pool p = {.m = m, .batches = b, .n_batches = nb,
+                  .req = {.layers = layer_mask(c, a->layers)}};
+        /* warm-up: one pass per worker grows the workspaces */
+        p.max_jobs = a->workers;
+        run_pool(&p, a->workers);
+        p.max_jobs = 0;
+        p.until = now_s() + a->seconds;
+        double dt = run_pool(&p, a->workers);
+        long jobs = atomic_load(&p.done_jobs), toks = atomic_load(&p.done_tokens);
+        /* FLOPs of the jobs actually run (batches taken in order, cycling) */
+        double lin = 0, att = 0;
+        for (long j = 0; j < jobs; j++) {
+            const batch *bj = &b[j % nb];
+            lin += linear_flops(c, bj->tokens);
+            att += attention_flops(c, bj->seqs, bj->n);
+        }
+        long mean_tok = toks / (jobs ? jobs : 1);
+        double gemm = sgemm_gflops((int)((mean_tok + 7) / 8 * 8), c->width, c->ffn,
+                                   a->workers, a->seconds < 1 ? a->seconds : 1.0);
+        double gf = (lin + att) / dt / 1e9;
+        json_array_append_new(rows, json_pack(
+            "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
+            "target_tokens", (json_int_t)target, "batch_tokens", (json_int_t)mean_tok,
+            "passes", (json_int_t)jobs, "seconds", dt, "tokens_per_s", (double)toks / dt,
+            "gflops", gf, "linear_gflops", lin / dt / 1e9, "sgemm_gflops", gemm,
+            "attention_share", att / (lin + att)));
+        fprintf(stderr, "llbench engine %s: %ld tokens/pass, %ld passes: %.1f GFLOP/s "
+                "(sgemm same shapes %.1f: %.0f%%)\n", ll_model_id(m), mean_tok, jobs, gf,
+                gemm, 100 * gf / gemm);
+        free(b);
+    }
+    free(spec);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:o}", "model", ll_model_id(m), "workers",
+                          a->workers, "threads", a->threads, "layers", a->layers, "rows", rows);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    puts(s);
+    free(s);
+    json_decref(o);
+    ll_model_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------ forward */
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static double percentile(const double *sorted, long n, double q) {
+    long i = (long)ceil(q * (double)n) - 1;
+    if (i < 0) i = 0;
+    if (i >= n) i = n - 1;
+    return sorted[i];
+}
+
+static int cmd_forward(const args *a) {
+    ll_model *m = load_model(a->model);
+    const ll_config *c = ll_model_config(m);
+    seqfile sf = read_ids(a->ids);
+    openblas_set_num_threads(a->threads);
+    int nb, per = a->latency ? 1 : a->batch;
+    batch *b = pack_by_count(&sf, per, &nb);
+    pool p = {.m = m, .batches = b, .n_batches = nb,
+              .req = {.layers = layer_mask(c, a->layers),
+                      .want_projected = c->arch == LL_ARCH_CLIP}};
+    p.max_jobs = a->workers < nb ? a->workers : nb; /* warm-up */
+    run_pool(&p, a->workers);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s}", "model", ll_model_id(m), "workers",
+                          a->workers, "threads", a->threads, "layers", a->layers);
+    if (a->latency) {
+        p.max_jobs = a->latency;
+        p.lat = calloc((size_t)a->latency, sizeof *p.lat);
+        double dt = run_pool(&p, 1);
+        qsort(p.lat, (size_t)a->latency, sizeof *p.lat, cmp_double);
+        json_object_set_new(o, "calls", json_integer(a->latency));
+        json_object_set_new(o, "seconds", json_real(dt));
+        json_object_set_new(o, "p50_ms", json_real(1e3 * percentile(p.lat, a->latency, 0.50)));
+        json_object_set_new(o, "p99_ms", json_real(1e3 * percentile(p.lat, a->latency, 0.99)));
+        free(p.lat);
+    } else {
+        p.max_jobs = nb;
+        double dt = run_pool(&p, a->workers);
+        json_object_set_new(o, "sequences", json_integer(sf.n));
+        json_object_set_new(o, "tokens", json_integer(sf.tokens));
+        json_object_set_new(o, "batch", json_integer(per));
+        json_object_set_new(o, "seconds", json_real(dt));
+        json_object_set_new(o, "seqs_per_s", json_real(sf.n / dt));
+        json_object_set_new(o, "gflops", json_real((linear_flops(c, sf.tokens) +
+                                                    attention_flops(c, sf.seqs, sf.n)) / dt / 1e9));
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    puts(s);
+    free(s);
+    json_decref(o);
+    free(b);
+    ll_model_free(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------ flops */
+
+/* Prints the FLOP accounting of a model on an ids file (for the report). */
+static int cmd_flops(const args *a) {
+    ll_model *m = load_model(a->model);
+    const ll_config *c = ll_model_config(m);
+    seqfile sf = read_ids(a->ids);
+    double lin = linear_flops(c, sf.tokens), att = attention_flops(c, sf.seqs, sf.n);
+    long tmax = 0;
+    double padded = 0; /* tokens after padding each group of --batch to its longest */
+    for (int s = 0; s < sf.n; s++) {
+        if (s % a->batch == 0) {
+            long mx = 0;
+            for (int k = s; k < sf.n && k < s + a->batch; k++)
+                if (sf.seqs[k].len > mx) mx = sf.seqs[k].len;
+            int cnt = sf.n - s < a->batch ? sf.n - s : a->batch;
+            padded += (double)mx * cnt;
+        }
+        if (sf.seqs[s].len > tmax) tmax = sf.seqs[s].len;
+    }
+    printf("{\"model\":\"%s\",\"sequences\":%d,\"tokens\":%ld,\"max_len\":%ld,"
+           "\"linear_flops\":%.6g,\"attention_flops\":%.6g,\"flops_per_token\":%.6g,"
+           "\"padded_tokens\":%.0f}\n",
+           ll_model_id(m), sf.n, sf.tokens, tmax, lin, att, (lin + att) / (double)sf.tokens,
+           padded);
+    ll_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops [options] (see llbench.c)\n");
+        return 2;
+    }
+    args a;
+    parse_args(&a, argc, argv);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "prep")) return cmd_prep(&a);
+    if (!strcmp(cmd, "dump")) return cmd_dump(&a);
+    if (!strcmp(cmd, "engine")) return cmd_engine(&a);
+    if (!strcmp(cmd, "forward")) return cmd_forward(&a);
+    if (!strcmp(cmd, "flops")) return cmd_flops(&a);
+    fprintf(stderr, "llbench: unknown command %s\n", cmd);
+    return 2;
+}

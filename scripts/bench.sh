@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# bench.sh - what `make bench` runs: layerlens against ONNX Runtime and
+# PyTorch on the same machine, the same thread count, the same token ids, in
+# the same run (docs/benchmark.md describes the workloads and the table).
+#
+#   BENCH_QUICK=1   every workload briefly (checks that the script works;
+#                   the numbers are not the benchmark)
+#   BENCH_PORT=N    the server's port on 127.0.0.1 (default 18480)
+#   BENCH_SKIP_PEERS=1  layerlens only
+#
+# Output: build/bench/results.md (also printed), the raw JSON of every
+# measurement in build/bench/results/, the server log in build/bench/server.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${BUILD:-build}
+QUICK=${BENCH_QUICK:-0}
+SHARED=${LAYERLENS_SHARED:-../shared}
+PORT=${BENCH_PORT:-18480}
+OUT=$BUILD/bench
+RES=$OUT/results
+DATA=$OUT/data
+WEIGHTS=$BUILD/bench-weights
+LLBENCH=$OUT/llbench
+LLLOAD=$OUT/llload
+URL=http://127.0.0.1:$PORT
+PY=/usr/bin/python3 # Debian's python3, where python3-torch is installed
+export NODE_PATH=$PWD/$OUT/npm/node_modules
+
+if [ "$QUICK" = 1 ]; then
+    N_WORDS=96 N_SENTS=96 N_STSB=192 N_LAT=20 ENGINE_S=0.5 ENGINE_TOKENS=256,2048
+else
+    N_WORDS=1000 N_SENTS=1000 N_STSB=0 N_LAT=200 ENGINE_S=3 ENGINE_TOKENS=256,512,1024,2048
+fi
+CLIENTS=32
+THREADS=2 # the peers' thread count = the cores layerlens uses
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ------------------------------------------------------------ set-up
+
+# Debian packages of the peers (and the load generator's libcurl).
+ensure_debs() {
+    local missing=""
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+    [ -z "$missing" ] && return 0
+    log "installing:$missing"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
+}
+
+# onnxruntime-node into build/bench/npm.  Its install script would fetch GPU
+# binaries from outside the registry; the CPU build ships in the package.
+ensure_ort() {
+    [ -f "$OUT/npm/node_modules/onnxruntime-node/package.json" ] &&
+        cmp -s bench/package.json "$OUT/npm/package.json" && return 0
+    log "npm install onnxruntime-node"
+    mkdir -p "$OUT/npm"
+    cp bench/package.json "$OUT/npm/"
+    (cd "$OUT/npm" && ONNXRUNTIME_NODE_INSTALL=skip npm install --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+# Full-size random checkpoints, made once.
+ensure_weights() { # name like-fixture seed
+    local dir=$WEIGHTS/$1
+    [ -f "$dir/model.safetensors" ] && [ -f "$dir/config.json" ] && return 0
+    log "writing full-size random $1 weights to $dir"
+    rm -rf "$dir"
+    "$BUILD/layerlens" mkweights --like "$SHARED/fixtures/models/$2" --preset full --seed "$3" --out "$dir"
+}
+
+# The peers must compute what layerlens computes: both are checked on a few
+# words and sentences (one right-padded batch) before anything is timed.
+verify_peers() { # model width proj
+    local m=$1 ids=$DATA/$1-verify.ids bin=$DATA/$1-verify.bin
+    { head -4 "$DATA/$m-words.ids"; head -4 "$DATA/$m-sentences.ids"; sed -n 100p "$DATA/$m-stsb.ids"; } > "$ids"
+    "$LLBENCH" dump --model "$WEIGHTS/$m" --ids "$ids" --count 9 --out "$bin"
+    OMP_WAIT_POLICY=PASSIVE $PY bench/peer_torch.py verify --model "$WEIGHTS/$m" --ids "$ids" \
+        --dump "$bin" --count 9 > "$RES/verify-torch-$m.json"
+    local onnx=$OUT/onnx/$m.onnx
+    if [ ! -s "$onnx" ] || [ "$onnx" -ot "$WEIGHTS/$m/model.safetensors" ] || [ "$onnx" -ot bench/peer_torch.py ]; then
+        log "exporting $m to ONNX"
+        mkdir -p "$OUT/onnx"
+        $PY bench/peer_torch.py export --model "$WEIGHTS/$m" --out "$onnx.tmp" 2> "$OUT/onnx/$m.export.log" ||
+            { cat "$OUT/onnx/$m.export.log" >&2; die "ONNX export of $m failed"; }
+        mv "$onnx.tmp" "$onnx"
+    fi
+    node bench/peer_ort.js verify --onnx "$onnx" --ids "$ids" --dump "$bin" --count 9 \
+        --width "$2" --layers 12 --proj "$3" > "$RES/verify-ort-$m.json"
+    log "$m: pytorch and onnxruntime agree with layerlens ($(cat "$RES/verify-torch-$m.json" "$RES/verify-ort-$m.json" | grep -o '"max_abs_diff": *[0-9.e-]*' | tr '\n' ' '))"
+}
+
+# ------------------------------------------------------------ the server
+
+SERVER_PID=""
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
+
+start_server() {
+    local t0
+    t0=$(date +%s%N)
+    "$BUILD/layerlens" serve --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --port "$PORT" \
+        >> "$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    "$LLLOAD" ready --url "$URL/readyz" --since-ns "$t0" --timeout-s 60 > "$RES/ready-ms.txt" ||
+        { tail "$OUT/server.log" >&2; die "the server did not get ready"; }
+    echo "$(rss_kb)" > "$RES/rss-loaded-kb.txt"
+}
+
+metrics() { curl -s "$URL/metrics" > "$1"; }
+
+# One HTTP workload: bodies file, clients, requests -> results/<name>.json
+# (with the server's batch metrics before and after it).
+http_run() { # name bodies clients requests
+    metrics "$RES/$1.metrics-before"
+    "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$2" --clients "$3" --requests "$4" \
+        --max-seconds 300 > "$RES/$1.json" || die "HTTP workload $1 failed"
+    metrics "$RES/$1.metrics-after"
+    log "$1: $(cat "$RES/$1.json")"
+}
+
+# Workload 3: a full STS-B evaluation through /v1/evaluate, if the service
+# has that endpoint (first call: nothing cached; second call reported too).
+http_evaluate() {
+    local body='{"tasks":["stsb"],"models":["gpt2","clip"],"layers":"all"}' code t0 t1
+    for run in cold warm; do
+        t0=$(date +%s%N)
+        code=$(curl -s -o "$RES/w3-evaluate-$run.body" -w '%{http_code}' -X POST \
+            -H 'Content-Type: application/json' --max-time 600 -d "$body" "$URL/v1/evaluate" || echo 000)
+        t1=$(date +%s%N)
+        if [ "$code" != 200 ]; then
+            log "workload 3: /v1/evaluate answered $code: $(head -c 300 "$RES/w3-evaluate-$run.body")"
+            echo "{\"available\":false,\"status\":$code}" > "$RES/w3-evaluate.json"
+            return 0
+        fi
+        echo "$(( (t1 - t0) / 1000000 ))" > "$RES/w3-evaluate-$run-ms.txt"
+    done
+    echo "{\"available\":true,\"cold_ms\":$(cat "$RES/w3-evaluate-cold-ms.txt"),\"warm_ms\":$(cat "$RES/w3-evaluate-warm-ms.txt")}" \
+        > "$RES/w3-evaluate.json"
+}
+
+# ------------------------------------------------------------ main
+
+[ -x "$BUILD/layerlens" ] && [ -x "$LLBENCH" ] && [ -x "$LLLOAD" ] ||
+    die "build first: make bench (builds $BUILD/layerlens and $OUT/llbench, $OUT/llload)"
+[ -d "$SHARED/data/benchmarks" ] || die "no benchmark data at $SHARED/data/benchmarks (set LAYERLENS_SHARED)"
+mkdir -p "$RES" "$DATA"
+rm -f "$RES"/* "$OUT/server.log"
+
+if [ "${BENCH_SKIP_PEERS:-0}" != 1 ]; then
+    ensure_debs python3-torch python3-numpy
+    command -v node >/dev/null && command -v npm >/dev/null || ensure_debs nodejs npm
+    ensure_ort
+fi
+ensure_weights gpt2 gpt2-tiny 1
+ensure_weights clip clip-tiny 2
+
+"$LLBENCH" prep --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --data "$SHARED/data/benchmarks" \
+    --out "$DATA" --words "$N_WORDS" --sentences "$N_SENTS" 2> "$RES/prep.log"
+if [ "$N_STSB" != 0 ]; then
+    for m in gpt2 clip; do head -n "$N_STSB" "$DATA/$m-stsb.ids" > "$DATA/$m-stsb.tmp" && mv "$DATA/$m-stsb.tmp" "$DATA/$m-stsb.ids"; done
+fi
+for m in gpt2 clip; do
+    for w in words sentences stsb; do
+        "$LLBENCH" flops --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 > "$RES/flops-$m-$w.json"
+    done
+done
+
+[ "${BENCH_SKIP_PEERS:-0}" != 1 ] && { verify_peers gpt2 768 0; verify_peers clip 512 512; }
+
+# The machine must be quiet: the two cores are shared.
+{ uptime; top -bn1 | sed -n '7,12p'; } > "$RES/load-before.txt"
+load1=$(awk '{print $1}' /proc/loadavg)
+log "load before timing: $(cat /proc/loadavg)"
+awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }' &&
+    log "WARNING: load average $load1 - another job is running; the numbers will be low"
+
+# --- layerlens over HTTP (workloads 1-4, memory, start-up, JSON cost)
+log "layerlens server: start-up, workloads 1-4"
+start_server
+for m in gpt2 clip; do
+    http_run "w1-words-$m" "$DATA/$m-words.jsonl" "$CLIENTS" "$N_WORDS"
+    http_run "w1-words-all-layers-$m" "$DATA/$m-words.all.jsonl" "$CLIENTS" "$N_WORDS"
+    http_run "w2-sentences-$m" "$DATA/$m-sentences.jsonl" "$CLIENTS" "$N_SENTS"
+    http_run "w4-latency-$m" "$DATA/$m-words.jsonl" 1 "$N_LAT"
+done
+http_evaluate
+echo "$(rss_kb)" > "$RES/rss-after-kb.txt"
+stop_server
+
+# --- layerlens in-process (no HTTP): the peers' batches, and workload 5
+log "layerlens engine in-process"
+for m in gpt2 clip; do
+    for w in words sentences stsb; do
+        "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 \
+            --workers 2 --threads 1 > "$RES/engine-b64-$m-$w.json"
+    done
+    "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-words.ids" --latency "$N_LAT" \
+        --threads 2 --layers last > "$RES/engine-b1-$m.json"
+    "$LLBENCH" engine --model "$WEIGHTS/$m" --ids "$DATA/$m-stsb.ids" --tokens "$ENGINE_TOKENS" \
+        --workers 2 --threads 1 --seconds "$ENGINE_S" > "$RES/w5-$m-2x1.json"
+    "$LLBENCH" engine --model "$WEIGHTS/$m" --ids "$DATA/$m-stsb.ids" --tokens "$ENGINE_TOKENS" \
+        --workers 1 --threads 2 --seconds "$ENGINE_S" > "$RES/w5-$m-1x2.json"
+done
+
+# --- the peers, in-process, padded batches of 64 and batch 1
+if [ "${BENCH_SKIP_PEERS:-0}" != 1 ]; then
+    for m in gpt2 clip; do
+        for w in words sentences stsb; do
+            log "peers: $m $w"
+            OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=$THREADS $PY bench/peer_torch.py bench \
+                --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 --threads $THREADS \
+                > "$RES/torch-b64-$m-$w.json"
+            node bench/peer_ort.js bench --onnx "$OUT/onnx/$m.onnx" --ids "$DATA/$m-$w.ids" \
+                --batch 64 --threads $THREADS --arch $m > "$RES/ort-b64-$m-$w.json"
+        done
+        OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=$THREADS $PY bench/peer_torch.py bench \
+            --model "$WEIGHTS/$m" --ids "$DATA/$m-words.ids" --latency "$N_LAT" --threads $THREADS \
+            > "$RES/torch-b1-$m.json"
+        node bench/peer_ort.js bench --onnx "$OUT/onnx/$m.onnx" --ids "$DATA/$m-words.ids" \
+            --latency "$N_LAT" --threads $THREADS --arch $m > "$RES/ort-b1-$m.json"
+    done
+fi
+
+{ uptime; top -bn1 | sed -n '7,12p'; } > "$RES/load-after.txt"
+$PY bench/report.py "$RES" "$QUICK" > "$OUT/results.md"
+cat "$OUT/results.md"
+log "written to $OUT/results.md"
