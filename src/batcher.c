@@ -20,6 +20,7 @@ typedef struct lane {
     void *ctx;
     ll_batch_item *head, *tail; /* FIFO */
     long tokens;                /* sum of n_tok over the queue */
+    int background;             /* served only when the other lanes are empty */
 } lane;
 
 struct ll_batcher {
@@ -75,6 +76,12 @@ int ll_batcher_add_lane(ll_batcher *b, ll_batch_run_fn run,
     l->drop = drop;
     l->ctx = ctx;
     return b->n_lanes++;
+}
+
+void ll_batcher_lane_background(ll_batcher *b, int li) {
+    pthread_mutex_lock(&b->mu);
+    b->lanes[li].background = 1;
+    pthread_mutex_unlock(&b->mu);
 }
 
 int ll_batcher_reserve(ll_batcher *b, int n) {
@@ -136,9 +143,12 @@ static int due_lane(ll_batcher *b, int64_t now, int64_t *wake) {
     int best = -1;
     int64_t best_age = -1;
     *wake = -1;
+    int foreground = 0; /* interactive work queued: background lanes wait */
+    for (int i = 0; i < b->n_lanes; i++)
+        foreground |= !b->lanes[i].background && b->lanes[i].head;
     for (int i = 0; i < b->n_lanes; i++) {
         lane *l = &b->lanes[i];
-        if (!l->head) continue;
+        if (!l->head || (l->background && foreground)) continue;
         int64_t due_at = l->head->enqueued_us + b->opts.max_wait_us;
         int due = b->stopping || l->tokens >= b->opts.max_batch_tokens ||
                   now >= due_at;

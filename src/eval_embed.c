@@ -174,9 +174,9 @@ long ll_eval_local_tokens(const ll_eval_local *l) { return l->tokens; }
 /* One forward pass over inputs[i0..i1), pooled into rows i0..i1 of out. */
 static int local_pass(ll_eval_local *l, const ll_eval_batch *b, int i0, int i1,
                       const ll_forward_req *req, ll_error *err) {
-    ll_seq seqs_small[64], *seqs = seqs_small;
     int k = i1 - i0;
-    if (k > 64 && !(seqs = malloc((size_t)k * sizeof *seqs))) return ll_errorf(err, "out of memory");
+    ll_seq *seqs = calloc((size_t)(k > 0 ? k : 1), sizeof *seqs);
+    if (!seqs) return ll_errorf(err, "out of memory");
     for (int i = 0; i < k; i++) seqs[i] = (ll_seq){b->inputs[i0 + i].ids, b->inputs[i0 + i].len};
     ll_states st = {0};
     int rc = ll_forward(b->model, l->ws, seqs, k, req, &st, err);
@@ -184,7 +184,7 @@ static int local_pass(ll_eval_local *l, const ll_eval_batch *b, int i0, int i1,
         rc = ll_eval_pool(&st, i, &b->inputs[i0 + i], b->sel, b->out, i0 + i, err);
     if (rc == 0) l->forwards++, l->tokens += st.n_tok;
     ll_states_free(&st);
-    if (seqs != seqs_small) free(seqs);
+    free(seqs);
     return rc;
 }
 

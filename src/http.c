@@ -33,6 +33,10 @@ static const route ROUTES[] = {
     {"/v1/embeddings", "POST", EP_EMBEDDINGS, api_embeddings},
     {"/v1/similarity", "POST", EP_SIMILARITY, api_similarity},
     {"/v1/self-similarity", "POST", EP_SELF_SIMILARITY, api_self_similarity},
+    {"/v1/evaluate", "POST", EP_EVALUATE, api_evaluate},
+    {"/evaluate", "POST", EP_EVALUATE, api_evaluate},
+    {"/v1/evaluations", "POST", EP_EVALUATIONS, api_evaluations_create},
+    {"/v1/benchmarks", "GET", EP_BENCHMARKS, api_benchmarks},
 };
 #define N_ROUTES ((int)(sizeof ROUTES / sizeof ROUTES[0]))
 
@@ -133,6 +137,8 @@ static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) 
 
 /* The first call, headers only.  Returns 1 when a reply was made already. */
 static int on_headers(ll_request *r, const char *url, const char *method) {
+    /* /v1/evaluations/{id}: GET and DELETE, answered here (api_eval.c). */
+    if (eval_is_job_path(url)) return api_evaluation_job(r, url, method), 1;
     const route *rt = find_route(url);
     if (!rt) {
         r->endpoint = EP_OTHER;

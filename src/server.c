@@ -63,6 +63,10 @@ static const opt_def OPTS[] = {
      OFF(request_timeout_ms), 1, 3600000, "queued + running longer gets 504"},
     {"--demo", "LAYERLENS_DEMO", NULL, OPT_FLAG, OFF(demo), 0, 1,
      "report the models as demo (random) weights in /v1/models"},
+    {"--data", "LAYERLENS_DATA", "DIR", OPT_STR, OFF(data_dir), 0, 0,
+     "benchmark data directory for /v1/evaluate (weights/download.sh fetches it)"},
+    {"--results-dir", "LAYERLENS_RESULTS_DIR", "DIR", OPT_STR, OFF(results_dir), 0, 0,
+     "where finished evaluations are written, so a restart loses none"},
 };
 #define N_OPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
@@ -175,7 +179,8 @@ int ll_server_opts_parse(ll_server_opts *o, int argc, char **argv, int *help, ll
 
 static const char *const ENDPOINT_NAMES[N_ENDPOINTS] = {
     "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/tokenize", "/v1/embeddings",
-    "/v1/similarity", "/v1/self-similarity", "other",
+    "/v1/similarity", "/v1/self-similarity", "/v1/evaluate", "/v1/evaluations",
+    "/v1/benchmarks", "other",
 };
 
 static const char *const FILE_NAMES[LL_MODEL_FILES] = {
@@ -229,6 +234,7 @@ static int start_batcher(ll_server *s, ll_error *err) {
     for (int i = 0; i < s->n_models; i++)
         if (ll_batcher_add_lane(s->batcher, work_run, work_drop, &s->models[i], err) < 0)
             return -1;
+    if (eval_service_new(s, err)) return -1; /* api_eval.c: background lanes */
     return ll_batcher_start(s->batcher, err);
 }
 
@@ -356,6 +362,7 @@ void ll_server_hash_files(ll_server *s) {
 void ll_server_shutdown(ll_server *s) {
     if (!s) return;
     atomic_store(&s->stop, 1);
+    eval_service_stop(s); /* cancels evaluations, answers their waiting requests */
     http_stop(s);
     if (s->batcher) ll_batcher_stop(s->batcher);
     sweeper_stop(s);
@@ -365,6 +372,7 @@ void ll_server_free(ll_server *s) {
     if (!s) return;
     ll_server_shutdown(s);
     ll_batcher_free(s->batcher);
+    eval_service_free(s);
     ll_metrics_free(s->metrics);
     for (int i = 0; i < s->n_models; i++) {
         ll_model_free(atomic_load(&s->models[i].model));

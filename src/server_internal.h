@@ -45,7 +45,8 @@
 /* Endpoints, in the order of the routing table and the metrics labels. */
 enum {
     EP_HEALTHZ, EP_READYZ, EP_METRICS, EP_MODELS, EP_TOKENIZE, EP_EMBEDDINGS,
-    EP_SIMILARITY, EP_SELF_SIMILARITY, EP_OTHER, N_ENDPOINTS
+    EP_SIMILARITY, EP_SELF_SIMILARITY, EP_EVALUATE, EP_EVALUATIONS, EP_BENCHMARKS,
+    EP_OTHER, N_ENDPOINTS
 };
 
 /* ---- the server ---- */
@@ -86,6 +87,7 @@ typedef struct ll_server {
     ll_batcher *batcher;
     ll_metrics *metrics;
     int blas_threads;
+    struct eval_service *eval; /* api_eval.c: evaluation jobs */
 
     atomic_int ready;       /* every model loaded */
     atomic_int draining;    /* shutdown began: responses close connections */
@@ -218,6 +220,19 @@ int api_tokenize(ll_request *r, json_t *body);
 int api_embeddings(ll_request *r, json_t *body);
 int api_similarity(ll_request *r, json_t *body);
 int api_self_similarity(ll_request *r, json_t *body);
+
+/* api_eval.c: evaluations.  eval_service_new adds the background batcher
+ * lanes (before the batcher starts) and the job runner; eval_service_stop
+ * cancels every evaluation and answers the requests waiting for one. */
+int eval_service_new(ll_server *s, ll_error *err);
+void eval_service_stop(ll_server *s);
+void eval_service_free(ll_server *s);
+int api_evaluate(ll_request *r, json_t *body);
+int api_evaluations_create(ll_request *r, json_t *body);
+int api_benchmarks(ll_request *r, json_t *body);
+/* /v1/evaluations/{id}: GET (status, progress, result) and DELETE (cancel). */
+int eval_is_job_path(const char *url);
+int api_evaluation_job(ll_request *r, const char *url, const char *method);
 
 /* api_request.c: request fields shared by the endpoints.  Each returns 0,
  * or replies with the right error and returns -1. */

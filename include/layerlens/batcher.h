@@ -70,6 +70,10 @@ ll_batcher *ll_batcher_new(const ll_batcher_opts *opts, ll_error *err);
  * are too many). */
 int ll_batcher_add_lane(ll_batcher *b, ll_batch_run_fn run,
                         ll_batch_drop_fn drop, void *ctx, ll_error *err);
+/* Marks a lane as background work (the evaluation's): a worker takes from it
+ * only while every other lane is empty, so interactive requests go first and
+ * background work waits at most for one batch already running. */
+void ll_batcher_lane_background(ll_batcher *b, int lane);
 int ll_batcher_start(ll_batcher *b, ll_error *err);
 
 /* Reserves room for n items.  0 on success; -1 when the queue would exceed

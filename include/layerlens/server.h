@@ -45,6 +45,8 @@ typedef struct ll_server_opts {
     size_t max_body_bytes;    /* larger bodies are answered 413 */
     int request_timeout_ms;   /* queued/running longer is answered 504 */
     int demo;                 /* report every model as demo (random weights) */
+    const char *data_dir;     /* benchmark files for /v1/evaluate; NULL: none */
+    const char *results_dir;  /* finished evaluations on disk; NULL: memory only */
 } ll_server_opts;
 
 /* The defaults (the values `--help` prints). */
