@@ -165,63 +165,6 @@ clean-fuzz:
 	rm -rf $(FUZZ_BUILD) $(MEMCHECK_BUILD)
 
 # ------------------------------------------------------------------------
-# Fuzzing and memory checking.
-#
-#   make fuzz       builds every tests/fuzz/fuzz_*.c as a libFuzzer target
-#                   (clang, ASan + UBSan) in build-fuzz/ and runs each for
-#                   FUZZ_SECONDS (scripts/fuzz.sh); seeds: tests/fuzz/corpus/
-#   make memcheck   the unit test programs under valgrind (scripts/memcheck.sh),
-#                   built in build-memcheck/ for the baseline x86-64 ISA that
-#                   valgrind decodes (no -march=native: no AVX-512)
-
-FUZZ_BUILD   := build-fuzz
-FUZZ_CC      := clang
-FUZZ_SECONDS ?= 60
-FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all \
-                -fno-omit-frame-pointer -Wno-unknown-warning-option
-FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BINS    := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/fuzz/%)
-MEMCHECK_BUILD := build-memcheck
-# clang + libFuzzer runtime for `make fuzz`, valgrind for `make memcheck`
-DEB_PKGS     += clang libclang-rt-14-dev valgrind
-
-.PHONY: fuzz fuzz-build memcheck FORCE
-FORCE:
-
-fuzz: fuzz-build
-	@FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh $(FUZZ_BINS)
-
-fuzz-build: $(FUZZ_BINS)
-
-# The library with coverage instrumentation but without libFuzzer's main,
-# through the ordinary rules in a build directory of its own.
-# (Only in the outer make: inside, BUILD is build-fuzz and the ordinary
-# $(BUILD)/liblayerlens.a rule applies.)
-ifneq ($(BUILD),$(FUZZ_BUILD))
-$(FUZZ_BUILD)/liblayerlens.a: FORCE
-	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
-	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $@
-endif
-
-$(FUZZ_BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzzutil.c tests/fuzz/fuzzutil.h \
-                      $(FUZZ_BUILD)/liblayerlens.a
-	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -O1 -g $(ARCHFLAGS) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
-	  -Iinclude -Isrc -Itests/fuzz $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
-	  $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< tests/fuzz/fuzzutil.c \
-	  $(FUZZ_BUILD)/liblayerlens.a $(LDLIBS)
-
-memcheck:
-	@$(MAKE) --no-print-directory BUILD=$(MEMCHECK_BUILD) ARCHFLAGS= \
-	  $(TESTBINS:$(BUILD)/%=$(MEMCHECK_BUILD)/%)
-	@scripts/memcheck.sh $(TESTBINS:$(BUILD)/%=$(MEMCHECK_BUILD)/%)
-
-clean: clean-fuzz
-.PHONY: clean-fuzz
-clean-fuzz:
-	rm -rf $(FUZZ_BUILD) $(MEMCHECK_BUILD)
-
-# ------------------------------------------------------------------------
 # Web page, API contract and deployment checks (Node.js; see docs/web.md
 # and docs/deploy.md).
 #

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs unit test programs under valgrind memcheck; called by `make memcheck`
+# with the test programs built in build-memcheck/ (baseline ISA: valgrind
+# cannot decode AVX-512).  Any memory error or leak fails the program
+# (--error-exitcode=1, --leak-check=full, definite and possible leaks
+# counted as errors); prints one line per program and a closing total.
+#
+# Skipped: programs whose source starts other processes (the CLI and server
+# integration tests: fork/exec/posix_spawn/popen/system) - valgrind would
+# only watch the parent, and they are covered by `make asan`.
+#
+# OPENBLAS_NUM_THREADS=1: OpenBLAS's thread pool keeps its threads and
+# buffers until exit, which valgrind reports as "possibly lost" thread
+# stacks and slows the run by one thread per core for no gain.  No
+# suppression file is used.
+set -u
+cd "$(dirname "$0")/.."
+export OPENBLAS_NUM_THREADS=1
+VALGRIND=${VALGRIND:-valgrind}
+command -v "$VALGRIND" >/dev/null || { echo "memcheck: valgrind not found (make deps installs it)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TEST_PROGRAM..." >&2; exit 2; }
+
+logdir=$(dirname "$1")/memcheck-logs
+mkdir -p "$logdir"
+ran=0 failed=0 skipped=0
+lines=()
+for prog in "$@"; do
+  name=$(basename "$prog")
+  src=tests/$name.c
+  if [ -f "$src" ] && grep -Eq '\b(fork|vfork|execv|execvp|execve|execl|execlp|posix_spawn|posix_spawnp|popen|system)[[:space:]]*\(' "$src"; then
+    lines+=("$(printf '%-28s skipped (starts processes)' "$name")")
+    skipped=$((skipped + 1))
+    continue
+  fi
+  log=$logdir/$name.log
+  echo "== $name"
+  start=$(date +%s)
+  "$VALGRIND" --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible \
+    --errors-for-leak-kinds=definite,indirect,possible --track-fds=no --num-callers=30 \
+    --log-file="$log" "$prog" >"$log.out" 2>&1
+  rc=$?
+  secs=$(( $(date +%s) - start ))
+  ran=$((ran + 1))
+  summary=$(grep -m1 'ERROR SUMMARY' "$log" | sed 's/^==[0-9]*== //')
+  tests=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1 tests passed/p' "$log.out" | tail -1)
+  if [ $rc -eq 0 ]; then
+    lines+=("$(printf '%-28s clean   %4ss  %s; %s' "$name" "$secs" "${tests:-?}" "$summary")")
+  else
+    failed=$((failed + 1))
+    lines+=("$(printf '%-28s FAILED  %4ss  exit %s; %s (see %s)' "$name" "$secs" "$rc" "$summary" "$log")")
+    tail -n 30 "$log.out"
+    grep -v '^--' "$log" | tail -n 60
+  fi
+done
+echo
+printf '%s\n' "${lines[@]}"
+echo "memcheck: $ran programs run, $failed with errors, $skipped skipped"
+[ $failed -eq 0 ]
