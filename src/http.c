@@ -137,6 +137,8 @@ static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) 
 
 /* The first call, headers only.  Returns 1 when a reply was made already. */
 static int on_headers(ll_request *r, const char *url, const char *method) {
+    /* The web page: "/" and "/web/..." are answered whole here (web.c). */
+    if (web_is_path(url)) return api_web(r, url, method), 1;
     /* /v1/evaluations/{id}: GET and DELETE, answered here (api_eval.c). */
     if (eval_is_job_path(url)) return api_evaluation_job(r, url, method), 1;
     const route *rt = find_route(url);

@@ -220,6 +220,9 @@ int api_tokenize(ll_request *r, json_t *body);
 int api_embeddings(ll_request *r, json_t *body);
 int api_similarity(ll_request *r, json_t *body);
 int api_self_similarity(ll_request *r, json_t *body);
+/* web.c: the page at "/" and its files under "/web/" (GET and HEAD). */
+int web_is_path(const char *url);
+int api_web(ll_request *r, const char *url, const char *method);
 
 /* api_eval.c: evaluations.  eval_service_new adds the background batcher
  * lanes (before the batcher starts) and the job runner; eval_service_stop
