@@ -13,6 +13,12 @@
  *                   [--threads T] [--seconds S]
  *       workload 5: forward passes over packed batches of about that many
  *       tokens, and cblas_sgemm on the same GEMM shapes in the same run.
+ *   llbench ops     --model DIR --tokens 256,2048 [--seqlen T] [--threads T] [--seconds S]
+ *       the profile: each operation of one block (ops.h, the functions the
+ *       forward pass calls) timed on its own over N packed tokens in
+ *       sequences of T tokens, as a share of the block's time.
+ *   llbench corename
+ *       the OpenBLAS kernel family in use (the PyTorch peer gets the same).
  *   llbench forward --model DIR --ids FILE --batch B [--workers W] [--threads T]
  *                   [--latency K] [--layers all|last]
  *       the peers' in-process workloads for the engine itself: every sequence
@@ -40,9 +46,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "layerlens/blas.h"
 #include "layerlens/model.h"
+#include "layerlens/ops.h"
 
-/* OpenBLAS's own thread control (Debian's libopenblas0-pthread). */
+/* OpenBLAS's own thread control. */
 void openblas_set_num_threads(int n);
 
 static double now_s(void) {
@@ -86,7 +94,7 @@ static void parse_args(args *a, int argc, char **argv) {
         else if (!strcmp(k, "--count")) a->count = atoi(v);
         else if (!strcmp(k, "--workers")) a->workers = atoi(v);
         else if (!strcmp(k, "--threads")) a->threads = atoi(v);
-        else if (!strcmp(k, "--batch")) a->batch = atoi(v);
+        else if (!strcmp(k, "--batch") || !strcmp(k, "--seqlen")) a->batch = atoi(v);
         else if (!strcmp(k, "--latency")) a->latency = atoi(v);
         else if (!strcmp(k, "--seconds")) a->seconds = atof(v);
         else die("unknown option %s", k);
@@ -532,8 +540,9 @@ static int cmd_engine(const args *a) {
         free(b);
     }
     free(spec);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:o}", "model", ll_model_id(m), "workers",
-                          a->workers, "threads", a->threads, "layers", a->layers, "rows", rows);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:o}", "model", ll_model_id(m), "workers",
+                          a->workers, "threads", a->threads, "layers", a->layers, "openblas",
+                          ll_blas_corename(), "rows", rows);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     puts(s);
     free(s);
@@ -568,8 +577,9 @@ static int cmd_forward(const args *a) {
                       .want_projected = c->arch == LL_ARCH_CLIP}};
     p.max_jobs = a->workers < nb ? a->workers : nb; /* warm-up */
     run_pool(&p, a->workers);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:s}", "model", ll_model_id(m), "workers",
-                          a->workers, "threads", a->threads, "layers", a->layers);
+    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s}", "model", ll_model_id(m), "workers",
+                          a->workers, "threads", a->threads, "layers", a->layers, "openblas",
+                          ll_blas_corename());
     if (a->latency) {
         p.max_jobs = a->latency;
         p.lat = calloc((size_t)a->latency, sizeof *p.lat);
@@ -629,9 +639,124 @@ static int cmd_flops(const args *a) {
     return 0;
 }
 
+/* ------------------------------------------------------------ ops */
+
+/* One block's operations, in the order block_forward runs them. */
+enum { OP_LN1, OP_QKV, OP_ATTN, OP_PROJ, OP_RES1, OP_LN2, OP_FC1, OP_ACT, OP_FC2,
+       OP_RES2, OP_COPY, N_OPS };
+static const char *const op_names[N_OPS] = {
+    "layernorm 1", "matmul qkv [C x 3C]", "attention (per sequence)", "matmul proj [C x C]",
+    "residual 1", "layernorm 2", "matmul fc1 [C x F]", "activation", "matmul fc2 [F x C]",
+    "residual 2", "copy of the layer's output"};
+
+static float *rand_floats(size_t n, float scale, unsigned *seed) {
+    float *p = malloc(n * sizeof *p);
+    if (!p) die("%s", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        p[i] = scale * ((float)(*seed >> 8) / 16777216.0f - 0.5f);
+    }
+    return p;
+}
+
+/* Times every operation of one block on N tokens (sequences of T tokens),
+ * each repeated for about `seconds` / N_OPS; adds the seconds per call. */
+static void time_block_ops(const ll_config *c, int N, int T, double seconds, double *per_call) {
+    long C = c->width, F = c->ffn, M = gemm_rows(N);
+    unsigned seed = 1;
+    float *x = rand_floats((size_t)M * C, 1.0f, &seed), *ln = rand_floats((size_t)M * C, 1.0f, &seed);
+    float *qkv = rand_floats((size_t)M * 3 * C, 1.0f, &seed), *att = rand_floats((size_t)M * C, 1.0f, &seed);
+    float *fc = rand_floats((size_t)M * F, 1.0f, &seed), *copy = malloc((size_t)M * C * 4);
+    float *scores = malloc((size_t)T * T * 4), *act_src = rand_floats((size_t)M * F, 4.0f, &seed);
+    float *w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), *w_proj = rand_floats((size_t)C * C, 0.04f, &seed);
+    float *w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), *w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed);
+    float *b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), *g = rand_floats((size_t)C, 0.1f, &seed);
+    for (int op = 0; op < N_OPS; op++) {
+        long reps = -1; /* the first call is a warm-up, not counted */
+        double t0 = now_s(), spent;
+        do {
+            if (op == OP_ACT) memcpy(fc, act_src, (size_t)N * F * 4); /* same inputs each time */
+            double t1 = now_s();
+            switch (op) {
+            case OP_LN1: case OP_LN2: layernorm_forward(ln, x, g, b, N, (int)C, c->ln_eps); break;
+            case OP_QKV: matmul_forward(qkv, ln, w_qkv, b, N, (int)C, (int)(3 * C)); break;
+            case OP_ATTN:
+                for (int r = 0; r + T <= N; r += T)
+                    attention_forward(att + (long)r * C, qkv + (long)r * 3 * C, scores, T, (int)C, c->n_head);
+                break;
+            case OP_PROJ: matmul_forward(ln, att, w_proj, b, N, (int)C, (int)C); break;
+            case OP_RES1: case OP_RES2: residual_forward(copy, x, (long)N * C); break;
+            case OP_FC1: matmul_forward(fc, ln, w_fc1, b, N, (int)C, (int)F); break;
+            case OP_ACT:
+                if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(fc, (long)N * F);
+                else quick_gelu_forward(fc, (long)N * F);
+                break;
+            case OP_FC2: matmul_forward(ln, fc, w_fc2, b, N, (int)F, (int)C); break;
+            case OP_COPY: memcpy(copy, x, (size_t)N * C * 4); break;
+            }
+            if (reps >= 0) per_call[op] += now_s() - t1;
+            reps++;
+            spent = now_s() - t0;
+        } while (spent < seconds / N_OPS || reps < 3);
+        per_call[op] /= (double)reps;
+    }
+    free(x), free(ln), free(qkv), free(att), free(fc), free(copy), free(scores), free(act_src);
+    free(w_qkv), free(w_proj), free(w_fc1), free(w_fc2), free(b), free(g);
+}
+
+static int cmd_ops(const args *a) {
+    if (!a->model) die("%s", "--model DIR is required");
+    ll_config c;
+    ll_error err = {{0}};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", a->model);
+    if (ll_config_load(path, &c, &err)) die("%s", err.msg);
+    openblas_set_num_threads(a->threads);
+    int T = a->batch > 0 && a->batch != 64 ? a->batch : 14; /* --seqlen, default: STS-B's mean */
+    json_t *rows = json_array();
+    char *spec = strdup(a->tokens ? a->tokens : "256,2048");
+    for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int N = atoi(tok) / T * T;
+        if (N < T) N = T;
+        double per[N_OPS] = {0}, total = 0;
+        time_block_ops(&c, N, T, a->seconds, per);
+        for (int op = 0; op < N_OPS; op++) total += per[op];
+        json_t *ops = json_array();
+        double C = c.width, F = c.ffn;
+        const double gemm_flops[N_OPS] = {[OP_QKV] = 2 * C * 3 * C, [OP_PROJ] = 2 * C * C,
+                                          [OP_FC1] = 2 * C * F, [OP_FC2] = 2 * F * C};
+        for (int op = 0; op < N_OPS; op++) {
+            json_t *o = json_pack("{s:s, s:f, s:f, s:f}", "op", op_names[op], "us", 1e6 * per[op],
+                                  "share", per[op] / total, "ns_per_token", 1e9 * per[op] / N);
+            if (gemm_flops[op] > 0)
+                json_object_set_new(o, "gflops", json_real(gemm_flops[op] * N / per[op] / 1e9));
+            json_array_append_new(ops, o);
+        }
+        json_array_append_new(rows, json_pack("{s:i, s:i, s:f, s:o}", "tokens", N, "seqlen", T,
+                                              "block_us", 1e6 * total, "ops", ops));
+        fprintf(stderr, "llbench ops: %d tokens: block %.0f us\n", N, 1e6 * total);
+    }
+    free(spec);
+    json_t *o = json_pack("{s:s, s:i, s:s, s:o}", "model", c.arch == LL_ARCH_GPT2 ? "gpt2" : "clip",
+                          "threads", a->threads, "openblas", ll_blas_corename(), "rows", rows);
+    char *str = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    puts(str);
+    free(str);
+    json_decref(o);
+    return 0;
+}
+
+/* Prints the OpenBLAS kernel family in use (for the report and the peers). */
+static int cmd_corename(void) {
+    puts(ll_blas_corename());
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    /* the same OpenBLAS kernels as `layerlens serve` (may re-execute) */
+    ll_blas_select_kernels(argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops [options] (see llbench.c)\n");
+        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops|ops|corename [options] (see llbench.c)\n");
         return 2;
     }
     args a;
@@ -642,6 +767,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "engine")) return cmd_engine(&a);
     if (!strcmp(cmd, "forward")) return cmd_forward(&a);
     if (!strcmp(cmd, "flops")) return cmd_flops(&a);
+    if (!strcmp(cmd, "corename")) return cmd_corename();
+    if (!strcmp(cmd, "ops")) return cmd_ops(&a);
     fprintf(stderr, "llbench: unknown command %s\n", cmd);
     return 2;
 }

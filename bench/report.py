@@ -92,7 +92,8 @@ def main():
     p(f"Machine: {cpu_name()}, {os.cpu_count()} cores. "
       f"Peers: PyTorch {((load(res, 'torch-b64-gpt2-words.json') or {}).get('torch', '-'))}, "
       f"ONNX Runtime {((load(res, 'ort-b64-gpt2-words.json') or {}).get('ort', '-'))} (Node), "
-      f"2 threads each; layerlens: 2 workers x 1 OpenBLAS thread (server default).")
+      f"2 threads each; layerlens: 2 workers x 1 OpenBLAS thread (server default). "
+      f"OpenBLAS kernels (layerlens and PyTorch): {load(res, 'openblas-core.txt') or '-'}.")
     lb, la = load(res, "load-before.txt"), load(res, "load-after.txt")
     if lb:
         p(f"Load before timing: `{lb.splitlines()[0].strip()}`")

@@ -156,6 +156,14 @@ http_evaluate() {
 mkdir -p "$RES" "$DATA"
 rm -f "$RES"/* "$OUT/server.log"
 
+# layerlens re-executes itself with OPENBLAS_CORETYPE set when Debian's
+# OpenBLAS would fall back to generic kernels on this CPU (src/blas.c); the
+# PyTorch peer links the same OpenBLAS and gets the same kernels.
+OPENBLAS_CORETYPE=$("$LLBENCH" corename)
+export OPENBLAS_CORETYPE
+echo "$OPENBLAS_CORETYPE" > "$RES/openblas-core.txt"
+log "OpenBLAS kernels: $OPENBLAS_CORETYPE"
+
 if [ "${BENCH_SKIP_PEERS:-0}" != 1 ]; then
     ensure_debs python3-torch python3-numpy
     command -v node >/dev/null && command -v npm >/dev/null || ensure_debs nodejs npm
