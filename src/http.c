@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,10 @@ static const route *find_route(const char *url) {
 static const char *error_type(int status) {
     switch (status) {
     case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
     case 404: return "not_found_error";
     case 405: return "method_not_allowed_error";
+    case 409: return "conflict_error";
     case 413: return "request_too_large_error";
     case 422: return "unprocessable_input_error";
     case 503: return "service_unavailable_error";
@@ -135,10 +138,31 @@ static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) 
 
 /* ---- reading a request ---- */
 
+/* With --api-key, every API route (/v1/..., /evaluate) needs the header
+ * "Authorization: Bearer KEY"; the probes, /metrics and the page stay open
+ * for orchestrators, scrapers and browsers.  0 after replying 401. */
+static int authorized(ll_request *r, const char *url) {
+    const char *key = r->srv->opts.api_key;
+    if (!key || (strncmp(url, "/v1/", 4) != 0 && strcmp(url, "/evaluate") != 0)) return 1;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION);
+    size_t n = strlen(key);
+    /* constant time in the key's bytes */
+    if (h && strncasecmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
+        CRYPTO_memcmp(h + 7, key, n) == 0)
+        return 1;
+    r->endpoint = EP_OTHER;
+    reply_error(r, 401, h ? "invalid_api_key" : "missing_api_key", NULL,
+                "this server needs an API key: send 'Authorization: Bearer KEY'");
+    if (r->resp) MHD_add_response_header(r->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    return 0;
+}
+
 /* The first call, headers only.  Returns 1 when a reply was made already. */
 static int on_headers(ll_request *r, const char *url, const char *method) {
     /* The web page: "/" and "/web/..." are answered whole here (web.c). */
     if (web_is_path(url)) return api_web(r, url, method), 1;
+    if (!authorized(r, url)) return 1;
     /* /v1/evaluations/{id}: GET and DELETE, answered here (api_eval.c). */
     if (eval_is_job_path(url)) return api_evaluation_job(r, url, method), 1;
     const route *rt = find_route(url);

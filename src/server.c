@@ -67,6 +67,8 @@ static const opt_def OPTS[] = {
      "benchmark data directory for /v1/evaluate (weights/download.sh fetches it)"},
     {"--results-dir", "LAYERLENS_RESULTS_DIR", "DIR", OPT_STR, OFF(results_dir), 0, 0,
      "where finished evaluations are written, so a restart loses none"},
+    {"--api-key", "LAYERLENS_API_KEY", "KEY", OPT_STR, OFF(api_key), 0, 0,
+     "clients must send 'Authorization: Bearer KEY' to /v1/* and /evaluate"},
 };
 #define N_OPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 

@@ -51,15 +51,40 @@ class ApiError extends Error {
   }
 }
 
+// A server started with --api-key answers 401 without the key: the page
+// asks for it once and keeps it for this tab only (sessionStorage).
+const KEY_ITEM = 'layerlens-api-key';
+const keyWaiters = [];
+
+function needKey(wrong) {
+  $('#key-form').hidden = false;
+  $('#key-note').textContent = wrong ? 'that key was refused; try again' : 'this server needs an API key';
+  $('#key-input').focus();
+  return new Promise(resolve => keyWaiters.push(resolve));
+}
+
+function useKey(ev) {
+  ev.preventDefault();
+  sessionStorage.setItem(KEY_ITEM, $('#key-input').value.trim());
+  $('#key-form').hidden = true;
+  for (const resolve of keyWaiters.splice(0)) resolve();
+}
+
 async function api(method, path, body) {
   const init = { method, headers: {} };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
+  const key = sessionStorage.getItem(KEY_ITEM);
+  if (key) init.headers.Authorization = `Bearer ${key}`;
   const res = await fetch(path, init);
   const type = res.headers.get('Content-Type') || '';
   const data = type.startsWith('application/json') ? await res.json() : await res.text();
+  if (res.status === 401) {
+    await needKey(!!key);
+    return api(method, path, body);
+  }
   if (!res.ok) throw new ApiError(res.status, data);
   return { data, res };
 }
@@ -291,18 +316,19 @@ async function loadBenchmarks() {
   const select = $('#bench-task');
   try {
     const { data } = await api('GET', '/v1/benchmarks');
-    state.benchmarks = data.data || data.benchmarks || [];
+    state.benchmarks = (data.tasks || []).filter(b => b.available !== false);
   } catch (err) {
     $('#bench-out').replaceChildren(h('p', { class: 'muted' },
       `no benchmarks on this server (${err.message})`));
     $('#bench-run').disabled = true;
     return;
   }
-  select.replaceChildren(...state.benchmarks.map(b => {
-    const n = b.n ?? b.items;
-    return h('option', { value: b.task || b.id || b.name },
-      `${b.task || b.id || b.name}${n != null ? ` (${n} items)` : ''}`);
-  }));
+  select.replaceChildren(...state.benchmarks.map(b => h('option', {
+    value: b.task, title: b.description || '',
+  }, `${b.task}${b.n != null ? ` (${b.n} items)` : ''}`)));
+  if (!state.benchmarks.length)
+    $('#bench-out').replaceChildren(h('p', { class: 'muted' },
+      'no benchmark data on this server (start it with --data DIR)'));
   $('#bench-run').disabled = state.benchmarks.length === 0;
 }
 
@@ -335,7 +361,7 @@ async function runBenchmark(ev) {
     const job = await pollJob(url);
     if (job.status === 'done') renderBenchmark(out, task, job.result);
     else if (job.status === 'cancelled') out.replaceChildren(h('p', { class: 'muted' }, 'cancelled'));
-    else showError(out, new Error(job.error?.message || `evaluation ${job.status}`));
+    else showError(out, new Error(job.error?.message || job.error || `evaluation ${job.status}`));
   } catch (err) {
     showError(out, err);
     $('#bench-status').textContent = '';
@@ -350,11 +376,12 @@ async function pollJob(url) {
   for (;;) {
     const { data: job } = await api('GET', url);
     const p = job.progress || {};
-    const done = p.done ?? 0, total = p.total ?? 0;
-    const eta = p.remaining_ms != null ? `, about ${seconds(p.remaining_ms)} left` : '';
-    setProgress(job.status === 'done' ? total || 1 : done, job.status === 'done' ? total || 1 : total,
-      `${job.status}: ${done} / ${total} items, ${seconds(p.elapsed_ms)}${job.status === 'running' ? eta : ''}`);
-    if (!['queued', 'running'].includes(job.status)) return job;
+    const finished = !['queued', 'running'].includes(job.status);
+    const total = p.total || 0, done = job.status === 'done' ? total : p.done || 0;
+    const eta = job.estimated_remaining_ms != null ? `, about ${seconds(job.estimated_remaining_ms)} left` : '';
+    setProgress(job.status === 'done' ? 1 : done, job.status === 'done' ? 1 : total,
+      `${job.status}: ${done} / ${total} texts embedded, ${seconds(job.elapsed_ms)}${finished ? '' : eta}`);
+    if (finished) return job;
     await new Promise(r => setTimeout(r, 250));
   }
 }
@@ -417,8 +444,10 @@ function renderBenchmark(out, task, result) {
 
   const layers = [];
   for (const m of models) for (const e of perModel[m].layers) if (!layers.includes(e.layer)) layers.push(e.layer);
+  // a "paper" column only where the paper gives per-layer values
+  const perLayer = m => { const p = (PAPER[task] || {})[m]; return !!(p && (p.layers || p.at)); };
   const head = ['layer'];
-  for (const m of models) head.push(`${MODELS[m]?.name || m}`, '95% CI', 'paper');
+  for (const m of models) head.push(`${MODELS[m]?.name || m}`, '95% CI', ...(perLayer(m) ? ['paper'] : []));
   const rows = layers.map(L => {
     const row = [String(L)];
     for (const m of models) {
@@ -426,7 +455,7 @@ function renderBenchmark(out, task, result) {
       const best = perModel[m].best_layer === L;
       row.push(e.score == null ? `— ${e.reason || ''}`.trim() : fmt(e.score) + (best ? ' ★' : ''));
       row.push(e.ci ? `${fmt(e.ci[0])} … ${fmt(e.ci[1])}` : '—');
-      row.push(Number.isInteger(L) ? fmt(paperAt(task, m, L, modelInfo(m)?.layers)) : '—');
+      if (perLayer(m)) row.push(Number.isInteger(L) ? fmt(paperAt(task, m, L, modelInfo(m)?.layers)) : '—');
     }
     return row;
   });
@@ -436,7 +465,7 @@ function renderBenchmark(out, task, result) {
       `${r.best_layer != null ? `, best layer ${r.best_layer} (${fmt(r.best_score ?? (r.layers.find(e => e.layer === r.best_layer) || {}).score)})` : ''}` +
       `${r.skipped && r.skipped.length ? `, ${r.skipped.length} skipped` : ''}`);
   });
-  if (models.some(m => PAPER[task]?.[m] && modelInfo(m)?.layers !== PAPER_LAYERS))
+  if (models.some(m => perLayer(m) && modelInfo(m)?.layers !== PAPER_LAYERS))
     notes.push(h('li', {}, `The paper's per-layer values are for the ${PAPER_LAYERS}-layer models and are drawn only for them.`));
   out.replaceChildren(chart, table(head, rows), h('ul', { class: 'notes' }, notes),
     h('p', { class: 'muted' }, `took ${seconds(result.timing_ms)}`));
@@ -449,6 +478,7 @@ async function main() {
   $('#ss-form').addEventListener('submit', runSelfSimilarity);
   $('#bench-form').addEventListener('submit', runBenchmark);
   $('#bench-cancel').addEventListener('click', cancelBenchmark);
+  $('#key-form').addEventListener('submit', useKey);
   await loadModels();
   for (const b of document.querySelectorAll('form button[type=submit]')) b.disabled = false;
   await loadBenchmarks();

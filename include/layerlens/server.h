@@ -47,6 +47,8 @@ typedef struct ll_server_opts {
     int demo;                 /* report every model as demo (random weights) */
     const char *data_dir;     /* benchmark files for /v1/evaluate; NULL: none */
     const char *results_dir;  /* finished evaluations on disk; NULL: memory only */
+    const char *api_key;      /* required as "Authorization: Bearer KEY" on the
+                                 API routes; NULL: no key */
 } ll_server_opts;
 
 /* The defaults (the values `--help` prints). */
