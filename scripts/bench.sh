@@ -108,7 +108,8 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER_PID/status"; }
 start_server() {
     local t0
     t0=$(date +%s%N)
-    "$BUILD/layerlens" serve --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --port "$PORT" \
+    LAYERLENS_DATA=$SHARED/data/benchmarks \
+        "$BUILD/layerlens" serve --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --port "$PORT" \
         >> "$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     "$LLLOAD" ready --url "$URL/readyz" --since-ns "$t0" --timeout-s 60 > "$RES/ready-ms.txt" ||
@@ -129,13 +130,15 @@ http_run() { # name bodies clients requests
 }
 
 # Workload 3: a full STS-B evaluation through /v1/evaluate, if the service
-# has that endpoint (first call: nothing cached; second call reported too).
+# has that endpoint (first call: nothing cached; the second call is recorded
+# too).  Bootstrap off: the peers run only the forward passes.
+EVAL_BODY='{"tasks":["stsb"],"models":["gpt2","clip"],"layers":"all","bootstrap":0}'
 http_evaluate() {
-    local body='{"tasks":["stsb"],"models":["gpt2","clip"],"layers":"all"}' code t0 t1
+    local code t0 t1
     for run in cold warm; do
         t0=$(date +%s%N)
         code=$(curl -s -o "$RES/w3-evaluate-$run.body" -w '%{http_code}' -X POST \
-            -H 'Content-Type: application/json' --max-time 600 -d "$body" "$URL/v1/evaluate" || echo 000)
+            -H 'Content-Type: application/json' --max-time 900 -d "$EVAL_BODY" "$URL/v1/evaluate" || echo 000)
         t1=$(date +%s%N)
         if [ "$code" != 200 ]; then
             log "workload 3: /v1/evaluate answered $code: $(head -c 300 "$RES/w3-evaluate-$run.body")"
@@ -146,6 +149,19 @@ http_evaluate() {
     done
     echo "{\"available\":true,\"cold_ms\":$(cat "$RES/w3-evaluate-cold-ms.txt"),\"warm_ms\":$(cat "$RES/w3-evaluate-warm-ms.txt")}" \
         > "$RES/w3-evaluate.json"
+}
+
+# The same evaluation in-process with `layerlens eval` (same request parser
+# and driver as the server), when the command exists.
+cli_evaluate() {
+    "$BUILD/layerlens" eval --help > /dev/null 2>&1 || return 0
+    local t0 t1
+    t0=$(date +%s%N)
+    "$BUILD/layerlens" eval --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --data "$SHARED/data/benchmarks" \
+        --request <(echo "$EVAL_BODY") --quiet > "$RES/w3-eval-cli.body" 2> "$RES/w3-eval-cli.log" ||
+        { log "workload 3: layerlens eval failed: $(tail -c 300 "$RES/w3-eval-cli.log")"; return 0; }
+    t1=$(date +%s%N)
+    echo "{\"ms\":$(( (t1 - t0) / 1000000 ))}" > "$RES/w3-eval-cli.json"
 }
 
 # ------------------------------------------------------------ main
@@ -195,6 +211,10 @@ awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }' &&
 # --- layerlens over HTTP (workloads 1-4, memory, start-up, JSON cost)
 log "layerlens server: start-up, workloads 1-4"
 start_server
+for m in gpt2 clip; do # warm-up (pages the weights in, grows the workspaces); not timed
+    "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$DATA/$m-sentences.jsonl" --clients "$CLIENTS" \
+        --requests 128 > /dev/null || die "warm-up requests failed"
+done
 for m in gpt2 clip; do
     http_run "w1-words-$m" "$DATA/$m-words.jsonl" "$CLIENTS" "$N_WORDS"
     http_run "w1-words-all-layers-$m" "$DATA/$m-words.all.jsonl" "$CLIENTS" "$N_WORDS"
@@ -207,6 +227,7 @@ stop_server
 
 # --- layerlens in-process (no HTTP): the peers' batches, and workload 5
 log "layerlens engine in-process"
+[ "$QUICK" = 1 ] || cli_evaluate
 for m in gpt2 clip; do
     for w in words sentences stsb; do
         "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 \
