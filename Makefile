@@ -175,6 +175,29 @@ clean-fuzz:
 # `make test` runs all three.  Their npm packages come from the committed
 # package-lock.json files (npm ci into each tests/<suite>/node_modules).
 
+# Debian's Chromium for the browser test (Node.js and npm are on the build
+# machines already; Debian's npm package would conflict with their nodejs).
+DEB_PKGS += nodejs chromium
+NODE_SUITES := web api deploy
+# deploy checks the sources, not a build flavour: not again under `make asan`
+ifneq ($(SAN),)
+NODE_SUITES := web api
+endif
+NODE_TESTS := $(NODE_SUITES:%=test-%)
+
+.PHONY: test-node $(NODE_TESTS)
+test: test-node
+test-node: $(NODE_TESTS)
+
+# node_modules from the lockfile; npm ci writes node_modules/.package-lock.json
+tests/%/node_modules/.package-lock.json: tests/%/package-lock.json
+	cd tests/$* && npm ci --no-audit --no-fund --loglevel=error
+
+$(NODE_TESTS): test-%: $(BUILD)/layerlens tests/%/node_modules/.package-lock.json
+	@if [ "$*" = web ] && ! dpkg -s chromium >/dev/null 2>&1; then \
+	  rm -f $(DEPS_STAMP); $(MAKE) --no-print-directory deps; fi
+	cd tests/$* && BUILD=$(abspath $(BUILD)) node --test --test-reporter=spec
+
 # src/web.c embeds these files with .incbin, which the compiler's
 # dependency output does not see.
 $(BUILD)/obj/web.o: $(wildcard web/*)
