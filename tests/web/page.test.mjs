@@ -145,6 +145,14 @@ test('token split: each input as the tokenizer splits it, the pooled token marke
   assert.equal(clip.pooled, clipTok.inputs[0].token_ids.indexOf(49407), 'CLIP pools its end token');
 });
 
+test('an input the API would refuse is explained on the page', async t => {
+  if (!shared) return t.skip('no shared data');
+  await page.fill('#ss-input', 'only one line');
+  await page.click('#ss-form button[type=submit]');
+  await page.waitForSelector('#ss-out .error');
+  assert.match(await page.textContent('#ss-out .error'), /two/);
+});
+
 test('self-similarity: a list gives one point per layer per model', async t => {
   if (!shared) return t.skip('no shared data');
   const items = ['cat', 'dog', 'car', 'philosophy', 'blue'];
@@ -160,14 +168,6 @@ test('self-similarity: a list gives one point per layer per model', async t => {
     assert.equal(want.length, m.layers + 1);
     assertPointsMatch(points[m.id] || [], want, `self-similarity ${m.id}`);
   }
-});
-
-test('an input the API would refuse is explained on the page', async t => {
-  if (!shared) return t.skip('no shared data');
-  await page.fill('#ss-input', 'only one line');
-  await page.click('#ss-form button[type=submit]');
-  await page.waitForSelector('#ss-out .error');
-  assert.match(await page.textContent('#ss-out .error'), /two/);
 });
 
 test('benchmark: runs as an evaluation job with progress, then chart and table', async t => {
