@@ -198,9 +198,9 @@ before(async t => {
   if (!shared) return;
   server = await startServer(shared);
   // a second server made to refuse: a two-sequence queue whose batches wait
-  // 3 s for company, and a 600 ms deadline
+  // 10 s for company, and a 3 s deadline
   limited = await startServer(shared, ['--max-queue', '2', '--max-inputs', '2',
-                                       '--max-batch-wait-us', '3000000', '--request-timeout-ms', '600']);
+                                       '--max-batch-wait-us', '10000000', '--request-timeout-ms', '3000']);
 });
 
 after(async () => {
@@ -329,7 +329,13 @@ test('back-pressure and deadlines: 503 queue full with Retry-After, 504 timeout'
   if (!shared) return t.skip('no shared data');
   // two sequences fill the queue and wait for company; the deadline answers them
   const first = call(limited, 'POST', '/v1/embeddings', { body: { model: 'gpt2', input: ['a', 'b'] } });
-  await new Promise(r => setTimeout(r, 150));
+  let depth = 0;
+  for (let i = 0; i < 100 && depth !== 2; i++) {
+    await new Promise(r => setTimeout(r, 20));
+    const m = (await call(limited, 'GET', '/metrics')).text.match(/^layerlens_queue_depth (\d+)/m);
+    depth = m ? +m[1] : 0;
+  }
+  assert.equal(depth, 2, 'the first request is queued');
   const full = await call(limited, 'POST', '/v1/similarity', { body: { model: 'gpt2', pairs: [['c', 'd']] } });
   assert.equal(full.res.status, 503);
   assert.equal(full.json.error.code, 'queue_full');
