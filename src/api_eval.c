@@ -273,8 +273,10 @@ static json_t *job_json(const eval_job *j) {
         eta = json_real(0);
     json_object_set_new(o, "estimated_remaining_ms", eta);
     if (atomic_load(&j->cancel) && !finished(j)) json_object_set_new(o, "cancel_requested", json_true());
-    json_object_set_new(o, "request", json_incref(j->request));
-    if (j->status == ST_DONE) json_object_set_new(o, "result", json_incref(j->result));
+    /* deep copies: a reply is dumped and freed on another thread, and
+     * jansson's reference counts are not to be shared between threads */
+    json_object_set_new(o, "request", json_deep_copy(j->request));
+    if (j->status == ST_DONE) json_object_set_new(o, "result", json_deep_copy(j->result));
     if (j->status == ST_FAILED || j->status == ST_CANCELLED)
         json_object_set_new(o, "error", json_string(j->error));
     return o;
@@ -315,7 +317,7 @@ static void ending_prepare(eval_service *svc, eval_job *j, ending *e) {
     j->wait = NULL;
     if (!e->wait) return;
     if (j->status == ST_DONE) {
-        json_t *body = json_copy(j->result);
+        json_t *body = json_deep_copy(j->result);
         json_object_set_new(body, "id", json_string(j->id));
         e->http_status = 200;
         e->resp = text_response(body);
@@ -552,7 +554,7 @@ static eval_job *job_from_body(ll_request *r, json_t *body) {
     new_id(j->id);
     j->svc = s->eval;
     j->req = req;
-    j->request = json_incref(body);
+    j->request = json_deep_copy(body); /* the body is freed by the HTTP thread */
     atomic_init(&j->cancel, 0);
     j->created_us = ll_now_us();
     j->created_at = time(NULL);
@@ -750,7 +752,7 @@ int api_benchmarks(ll_request *r, json_t *body) {
     if (!svc) return reply_error(r, 503, "not_ready", NULL, "evaluations are not available");
     pthread_mutex_lock(&svc->mu);
     if (!svc->benchmarks) svc->benchmarks = benchmarks_json(r->srv->opts.data_dir);
-    json_t *o = json_incref(svc->benchmarks);
+    json_t *o = json_deep_copy(svc->benchmarks);
     pthread_mutex_unlock(&svc->mu);
     if (!o) return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
     return reply_full(r, 200, o);
