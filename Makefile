@@ -201,3 +201,13 @@ $(NODE_TESTS): test-%: $(BUILD)/layerlens tests/%/node_modules/.package-lock.jso
 # src/web.c embeds these files with .incbin, which the compiler's
 # dependency output does not see.
 $(BUILD)/obj/web.o: $(wildcard web/*)
+
+# ---- ThreadSanitizer: the concurrency tests (server load, batcher, metrics,
+# evaluation jobs beside interactive requests)
+TSAN_TESTS := test_server_load test_server_batcher test_server_metrics test_eval_server
+.PHONY: tsan
+tsan:
+	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer" \
+	  build-tsan/layerlens $(TSAN_TESTS:%=build-tsan/tests/%)
+	@BUILD=build-tsan TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  tests/run.sh $(TSAN_TESTS:%=build-tsan/tests/%)
