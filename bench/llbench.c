@@ -659,49 +659,64 @@ static float *rand_floats(size_t n, float scale, unsigned *seed) {
     return p;
 }
 
-/* Times every operation of one block on N tokens (sequences of T tokens),
- * each repeated for about `seconds` / N_OPS; adds the seconds per call. */
+/* Runs one operation of the block (the same calls block_forward makes). */
+typedef struct block_bufs {
+    float *x, *ln, *qkv, *att, *fc, *copy, *scores, *act_src;
+    float *w_qkv, *w_proj, *w_fc1, *w_fc2, *b, *g;
+} block_bufs;
+
+static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
+    int C = c->width, F = c->ffn;
+    switch (op) {
+    case OP_LN1: case OP_LN2: layernorm_forward(k->ln, k->x, k->g, k->b, N, C, c->ln_eps); break;
+    case OP_QKV: matmul_forward(k->qkv, k->ln, k->w_qkv, k->b, N, C, 3 * C); break;
+    case OP_ATTN:
+        for (int r = 0; r + T <= N; r += T)
+            attention_forward(k->att + (long)r * C, k->qkv + (long)r * 3 * C, k->scores, T, C, c->n_head);
+        break;
+    case OP_PROJ: matmul_forward(k->ln, k->att, k->w_proj, k->b, N, C, C); break;
+    case OP_RES1: case OP_RES2: residual_forward(k->copy, k->x, (long)N * C); break;
+    case OP_FC1: matmul_forward(k->fc, k->ln, k->w_fc1, k->b, N, C, F); break;
+    case OP_ACT:
+        if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(k->fc, (long)N * F);
+        else quick_gelu_forward(k->fc, (long)N * F);
+        break;
+    case OP_FC2: matmul_forward(k->ln, k->fc, k->w_fc2, k->b, N, F, C); break;
+    case OP_COPY: memcpy(k->copy, k->x, (size_t)N * C * 4); break;
+    }
+}
+
+/* Times every operation of one block on N tokens (sequences of T tokens).
+ * The block runs again and again for about `seconds`, each operation timed
+ * on its own, so a change of machine load hits every operation alike;
+ * per_call receives the mean seconds per call. */
 static void time_block_ops(const ll_config *c, int N, int T, double seconds, double *per_call) {
     long C = c->width, F = c->ffn, M = gemm_rows(N);
     unsigned seed = 1;
-    float *x = rand_floats((size_t)M * C, 1.0f, &seed), *ln = rand_floats((size_t)M * C, 1.0f, &seed);
-    float *qkv = rand_floats((size_t)M * 3 * C, 1.0f, &seed), *att = rand_floats((size_t)M * C, 1.0f, &seed);
-    float *fc = rand_floats((size_t)M * F, 1.0f, &seed), *copy = malloc((size_t)M * C * 4);
-    float *scores = malloc((size_t)T * T * 4), *act_src = rand_floats((size_t)M * F, 4.0f, &seed);
-    float *w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), *w_proj = rand_floats((size_t)C * C, 0.04f, &seed);
-    float *w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), *w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed);
-    float *b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), *g = rand_floats((size_t)C, 0.1f, &seed);
-    for (int op = 0; op < N_OPS; op++) {
-        long reps = -1; /* the first call is a warm-up, not counted */
-        double t0 = now_s(), spent;
-        do {
-            if (op == OP_ACT) memcpy(fc, act_src, (size_t)N * F * 4); /* same inputs each time */
+    block_bufs k = {
+        .x = rand_floats((size_t)M * C, 1.0f, &seed), .ln = rand_floats((size_t)M * C, 1.0f, &seed),
+        .qkv = rand_floats((size_t)M * 3 * C, 1.0f, &seed), .att = rand_floats((size_t)M * C, 1.0f, &seed),
+        .fc = rand_floats((size_t)M * F, 1.0f, &seed), .copy = rand_floats((size_t)M * C, 1.0f, &seed),
+        .scores = rand_floats((size_t)T * T, 1.0f, &seed), .act_src = rand_floats((size_t)M * F, 4.0f, &seed),
+        .w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), .w_proj = rand_floats((size_t)C * C, 0.04f, &seed),
+        .w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), .w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed),
+        .b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), .g = rand_floats((size_t)C, 0.1f, &seed)};
+    long reps = 0;
+    double t_end = 0;
+    for (long rep = -1; rep < 2 || now_s() < t_end; rep++) { /* rep -1: warm-up */
+        if (rep == 0) t_end = now_s() + seconds;
+        for (int op = 0; op < N_OPS; op++) {
+            if (op == OP_ACT) memcpy(k.fc, k.act_src, (size_t)N * F * 4); /* same inputs each time */
             double t1 = now_s();
-            switch (op) {
-            case OP_LN1: case OP_LN2: layernorm_forward(ln, x, g, b, N, (int)C, c->ln_eps); break;
-            case OP_QKV: matmul_forward(qkv, ln, w_qkv, b, N, (int)C, (int)(3 * C)); break;
-            case OP_ATTN:
-                for (int r = 0; r + T <= N; r += T)
-                    attention_forward(att + (long)r * C, qkv + (long)r * 3 * C, scores, T, (int)C, c->n_head);
-                break;
-            case OP_PROJ: matmul_forward(ln, att, w_proj, b, N, (int)C, (int)C); break;
-            case OP_RES1: case OP_RES2: residual_forward(copy, x, (long)N * C); break;
-            case OP_FC1: matmul_forward(fc, ln, w_fc1, b, N, (int)C, (int)F); break;
-            case OP_ACT:
-                if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(fc, (long)N * F);
-                else quick_gelu_forward(fc, (long)N * F);
-                break;
-            case OP_FC2: matmul_forward(ln, fc, w_fc2, b, N, (int)F, (int)C); break;
-            case OP_COPY: memcpy(copy, x, (size_t)N * C * 4); break;
-            }
-            if (reps >= 0) per_call[op] += now_s() - t1;
-            reps++;
-            spent = now_s() - t0;
-        } while (spent < seconds / N_OPS || reps < 3);
-        per_call[op] /= (double)reps;
+            run_op(c, &k, op, N, T);
+            if (rep >= 0) per_call[op] += now_s() - t1;
+        }
+        if (rep >= 0) reps++;
     }
-    free(x), free(ln), free(qkv), free(att), free(fc), free(copy), free(scores), free(act_src);
-    free(w_qkv), free(w_proj), free(w_fc1), free(w_fc2), free(b), free(g);
+    for (int op = 0; op < N_OPS; op++) per_call[op] /= (double)reps;
+    float *all[] = {k.x, k.ln, k.qkv, k.att, k.fc, k.copy, k.scores, k.act_src,
+                    k.w_qkv, k.w_proj, k.w_fc1, k.w_fc2, k.b, k.g};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
 static int cmd_ops(const args *a) {
