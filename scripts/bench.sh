@@ -133,12 +133,27 @@ http_run() { # name bodies clients requests
 # has that endpoint (first call: nothing cached; the second call is recorded
 # too).  Bootstrap off: the peers run only the forward passes.
 EVAL_BODY='{"tasks":["stsb"],"models":["gpt2","clip"],"layers":"all","bootstrap":0}'
+# Quick mode: the first N_STSB / 2 test pairs as custom pairs (the peers run
+# the same N_STSB sentences).
+quick_eval_body() {
+    $PY - "$SHARED/data/benchmarks/stsb/sts-test.csv" "$((N_STSB / 2))" <<'PYEOF'
+import json, sys
+pairs = []
+for line in open(sys.argv[1], encoding="utf-8"):
+    f = line.rstrip("\n").split("\t")
+    if len(f) >= 7 and len(pairs) < int(sys.argv[2]):
+        pairs.append([f[5], f[6], float(f[4])])
+print(json.dumps({"pairs": pairs, "pairs_type": "sentences", "models": ["gpt2", "clip"],
+                  "layers": "all", "bootstrap": 0}))
+PYEOF
+}
 http_evaluate() {
     local code t0 t1
+    [ "$QUICK" = 1 ] && EVAL_BODY=$(quick_eval_body)
     for run in cold warm; do
         t0=$(date +%s%N)
         code=$(curl -s -o "$RES/w3-evaluate-$run.body" -w '%{http_code}' -X POST \
-            -H 'Content-Type: application/json' --max-time 900 -d "$EVAL_BODY" "$URL/v1/evaluate" || echo 000)
+            -H 'Content-Type: application/json' --max-time 900 --data-binary "$EVAL_BODY" "$URL/v1/evaluate" || echo 000)
         t1=$(date +%s%N)
         if [ "$code" != 200 ]; then
             log "workload 3: /v1/evaluate answered $code: $(head -c 300 "$RES/w3-evaluate-$run.body")"
@@ -227,7 +242,7 @@ stop_server
 
 # --- layerlens in-process (no HTTP): the peers' batches, and workload 5
 log "layerlens engine in-process"
-[ "$QUICK" = 1 ] || cli_evaluate
+cli_evaluate
 for m in gpt2 clip; do
     for w in words sentences stsb; do
         "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 \
