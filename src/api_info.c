@@ -101,6 +101,7 @@ int api_tokenize(ll_request *r, json_t *body) {
         return 0;
     json_t *inputs = json_array();
     ll_tokens tk = {0};
+    long total = 0;
     for (int i = 0; i < n; i++) {
         const char *text = json_string_value(texts[i]);
         size_t len = json_string_length(texts[i]);
@@ -114,6 +115,8 @@ int api_tokenize(ll_request *r, json_t *body) {
                 reply_error(r, 400, "invalid_input", "input", "input %d: %s", i, err.msg);
             goto done;
         }
+        total += tk.n;
+        if (req_tokens_ok(r, total, "input")) goto done;
         json_array_append_new(inputs, ll_input_tokens_json(ll_model_tokenizer(m), text, len, &tk));
     }
     reply_json(r, 200, json_pack("{s:s, s:O}", "model", sm->id, "inputs", inputs));

@@ -51,6 +51,16 @@ int req_count_ok(ll_request *r, int n, const char *param) {
     return 0;
 }
 
+int req_tokens_ok(ll_request *r, long tokens, const char *param) {
+    r->tokens = tokens;
+    if (tokens > r->srv->opts.max_request_tokens)
+        return reply_error(r, 413, "too_many_tokens", param,
+                           "the inputs have %ld tokens or more; the limit is %d tokens per "
+                           "request (--max-request-tokens)", tokens,
+                           r->srv->opts.max_request_tokens), -1;
+    return 0;
+}
+
 int req_texts(ll_request *r, json_t *v, const char *param, json_t ***texts, int *n) {
     if (!v) return reply_error(r, 400, "missing_field", param, "'%s' is required", param), -1;
     if (json_is_string(v)) {
@@ -192,6 +202,7 @@ int req_encode(ll_request *r, ll_job *job, json_t **texts, const char *param,
         if (need_text && e <= b)
             return reply_error(r, 400, "empty_input", param,
                                "input %d has no text tokens to pool", i), -1;
+        if (req_tokens_ok(r, job->n_tokens + js->toks.n, param)) return -1;
         js->span.begin = b;
         js->span.end = e;
         /* The end-of-text token, as the command line finds it: the last

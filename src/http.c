@@ -2,7 +2,8 @@
  * table, reading bodies within the size limit, JSON parsing, replies and
  * error bodies, queuing the response of a resumed connection, and the
  * deadline sweeper that answers 504 for suspended requests that ran out of
- * time (libmicrohttpd does not time out suspended connections).
+ * time (libmicrohttpd does not time out suspended connections), access
+ * control (API key, CORS) and the request log.
  *
  * One request goes through on_request several times: once when its headers
  * are in (route, method, Content-Length checks), once per piece of body, once
@@ -13,10 +14,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <utf8proc.h>
 
 typedef struct route {
     const char *path;
@@ -47,12 +50,22 @@ static const route *find_route(const char *url) {
     return NULL;
 }
 
+/* The methods of an API path, OPTIONS included (for Allow and CORS
+ * preflights); NULL for a path that is not one. */
+static const char *route_methods(const char *url) {
+    if (eval_is_job_path(url)) return "GET, HEAD, DELETE, OPTIONS";
+    const route *rt = find_route(url);
+    if (!rt) return NULL;
+    return strcmp(rt->method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS";
+}
+
 /* ---- responses ---- */
 
 static const char *error_type(int status) {
     switch (status) {
     case 400: return "invalid_request_error";
     case 401: return "authentication_error";
+    case 403: return "forbidden_error";
     case 404: return "not_found_error";
     case 405: return "method_not_allowed_error";
     case 409: return "conflict_error";
@@ -88,8 +101,33 @@ struct MHD_Response *make_json_response(json_t *body, int status) {
     return resp;
 }
 
+/* msg with every byte that is not part of valid UTF-8 replaced by '?':
+ * messages quote what clients sent (cut to a length, maybe inside a
+ * character), and a JSON string must be valid UTF-8. */
+static void utf8_clean(char *dst, size_t cap, const char *msg) {
+    size_t n = strlen(msg), o = 0;
+    if (n >= cap) n = cap - 1;
+    for (size_t i = 0; i < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)msg + i,
+                                              (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) {
+            dst[o++] = '?';
+            i++;
+        } else {
+            memcpy(dst + o, msg + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        }
+    }
+    dst[o] = 0;
+}
+
 struct MHD_Response *make_error_response(int status, const char *code,
                                          const char *param, const char *msg) {
+    char clean[LL_ERROR_MAX + 256];
+    utf8_clean(clean, sizeof clean, msg);
+    msg = clean;
     json_t *body = json_pack("{s:{s:s, s:s, s:s, s:o}}", "error", "type",
                              error_type(status), "code", code, "message", msg,
                              "param", param ? json_string(param) : json_null());
@@ -120,6 +158,31 @@ int reply_error(ll_request *r, int status, const char *code, const char *param,
     return 0;
 }
 
+/* An API route also answers OPTIONS, so the Allow header of its 405 names
+ * it (the handlers list the methods they serve). */
+static void allow_options(struct MHD_Response *resp) {
+    const char *allow = MHD_get_response_header(resp, MHD_HTTP_HEADER_ALLOW);
+    if (!allow || strstr(allow, "OPTIONS")) return;
+    char both[128];
+    snprintf(both, sizeof both, "%s, OPTIONS", allow);
+    char old[128];
+    snprintf(old, sizeof old, "%s", allow);
+    MHD_del_response_header(resp, MHD_HTTP_HEADER_ALLOW, old);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, both);
+}
+
+/* CORS: a response to an allowed origin says so; with an allow-list, every
+ * response varies with the Origin header (caches must keep them apart). */
+static void add_cors_headers(ll_request *r, struct MHD_Response *resp) {
+    ll_server *s = r->srv;
+    if (!s->n_cors && !s->cors_any) return;
+    if (!s->cors_any) MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Origin");
+    if (!r->origin) return;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cors_any ? "*" : r->origin);
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                            "Retry-After, Location, WWW-Authenticate");
+}
+
 /* Hands the prepared response to libmicrohttpd.  During shutdown it also
  * closes the connection, so keep-alive clients let go. */
 static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) {
@@ -129,6 +192,8 @@ static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) 
         r->status = 500;
         return MHD_NO;
     }
+    if (r->status == 405 && r->api_route) allow_options(resp);
+    add_cors_headers(r, resp);
     if (atomic_load(&r->srv->draining))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
@@ -138,19 +203,33 @@ static enum MHD_Result queue_response(ll_request *r, struct MHD_Response *resp) 
 
 /* ---- reading a request ---- */
 
-/* With --api-key, every API route (/v1/..., /evaluate) needs the header
- * "Authorization: Bearer KEY"; the probes, /metrics and the page stay open
- * for orchestrators, scrapers and browsers.  0 after replying 401. */
+/* SHA-256 of a presented key, for the comparison below. */
+static int key_digest(const char *key, size_t n, unsigned char out[32]) {
+    unsigned len = 0;
+    return EVP_Digest(key, n, out, &len, EVP_sha256(), NULL) == 1 && len == 32 ? 0 : -1;
+}
+
+/* With an API key, every API route (/v1/..., /evaluate) needs the header
+ * "Authorization: Bearer KEY", and so does /metrics with --metrics-public=0;
+ * the probes and the page stay open for orchestrators and browsers.  The
+ * digests of the presented and the real key are compared with
+ * CRYPTO_memcmp: the time taken does not depend on where they differ, nor
+ * on the length of either.  0 after replying 401. */
 static int authorized(ll_request *r, const char *url) {
-    const char *key = r->srv->opts.api_key;
-    if (!key || (strncmp(url, "/v1/", 4) != 0 && strcmp(url, "/evaluate") != 0)) return 1;
+    ll_server *s = r->srv;
+    if (!s->has_key) return 1;
+    int needs = strncmp(url, "/v1/", 4) == 0 || strcmp(url, "/evaluate") == 0 ||
+                (strcmp(url, "/metrics") == 0 && !s->opts.metrics_public);
+    if (!needs) return 1;
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                 MHD_HTTP_HEADER_AUTHORIZATION);
-    size_t n = strlen(key);
-    /* constant time in the key's bytes */
-    if (h && strncasecmp(h, "Bearer ", 7) == 0 && strlen(h + 7) == n &&
-        CRYPTO_memcmp(h + 7, key, n) == 0)
-        return 1;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        const char *k = h + 7;
+        while (*k == ' ') k++;
+        unsigned char d[32];
+        if (key_digest(k, strlen(k), d) == 0 && CRYPTO_memcmp(d, s->key_sha256, 32) == 0)
+            return 1;
+    }
     r->endpoint = EP_OTHER;
     reply_error(r, 401, h ? "invalid_api_key" : "missing_api_key", NULL,
                 "this server needs an API key: send 'Authorization: Bearer KEY'");
@@ -158,17 +237,67 @@ static int authorized(ll_request *r, const char *url) {
     return 0;
 }
 
+/* OPTIONS on an API route: its methods, and for a CORS preflight from an
+ * allowed origin what it may send (add_cors_headers adds the origin).  A
+ * preflight from another origin is refused with 403, which says why in the
+ * browser's network panel.  Preflights carry no credentials, so they are
+ * answered before the key is checked. */
+static int reply_options(ll_request *r, const char *methods) {
+    const char *asked = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                    "Access-Control-Request-Method");
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (asked && origin && !r->origin) {
+        reply_error(r, 403, "origin_not_allowed", NULL,
+                    "cross-origin calls from %.200s are not allowed here (the server's "
+                    "--cors-origin list)", origin);
+        if (r->resp) MHD_add_response_header(r->resp, MHD_HTTP_HEADER_ALLOW, methods);
+        return 0;
+    }
+    r->status = 204;
+    r->resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r->resp) return 0;
+    MHD_add_response_header(r->resp, MHD_HTTP_HEADER_ALLOW, methods);
+    if (r->origin) {
+        MHD_add_response_header(r->resp, "Access-Control-Allow-Methods", methods);
+        MHD_add_response_header(r->resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type");
+        MHD_add_response_header(r->resp, "Access-Control-Max-Age", "600");
+    }
+    return 0;
+}
+
+/* The Origin header when it is an allowed origin (the exact string a
+ * browser sends: scheme://host[:port]). */
+static const char *allowed_origin(ll_request *r) {
+    ll_server *s = r->srv;
+    if (!s->n_cors && !s->cors_any) return NULL;
+    const char *o = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!o) return NULL;
+    if (s->cors_any) return o;
+    for (int i = 0; i < s->n_cors; i++)
+        if (strcmp(s->cors[i], o) == 0) return o;
+    return NULL;
+}
+
 /* The first call, headers only.  Returns 1 when a reply was made already. */
 static int on_headers(ll_request *r, const char *url, const char *method) {
     /* The web page: "/" and "/web/..." are answered whole here (web.c). */
     if (web_is_path(url)) return api_web(r, url, method), 1;
+    r->origin = allowed_origin(r);
+    const char *methods = route_methods(url);
+    r->api_route = methods != NULL;
+    if (methods && strcmp(method, "OPTIONS") == 0) {
+        const route *rt = find_route(url);
+        r->endpoint = rt ? rt->endpoint : EP_EVALUATIONS;
+        return reply_options(r, methods), 1;
+    }
     if (!authorized(r, url)) return 1;
     /* /v1/evaluations/{id}: GET and DELETE, answered here (api_eval.c). */
     if (eval_is_job_path(url)) return api_evaluation_job(r, url, method), 1;
     const route *rt = find_route(url);
     if (!rt) {
         r->endpoint = EP_OTHER;
-        return reply_error(r, 404, "route_not_found", NULL, "no route %.200s", url), 1;
+        return reply_error(r, 404, "route_not_found", NULL, "no route %s", r->path), 1;
     }
     r->endpoint = rt->endpoint;
     int is_get = strcmp(rt->method, "GET") == 0;
@@ -258,13 +387,53 @@ static enum MHD_Result dispatch(ll_request *r, const char *url) {
     return MHD_NO;
 }
 
-/* A resumed connection: its job was answered. */
+/* A resumed connection: its job was answered (or its client is gone, and
+ * the connection is closed without a word). */
 static enum MHD_Result on_resumed(ll_request *r) {
     ll_job *job = r->job;
     r->status = job->status;
+    if (job->status == LL_STATUS_CLIENT_GONE) return MHD_NO;
     struct MHD_Response *resp = job->resp;
     job->resp = NULL;
     return queue_response(r, resp);
+}
+
+/* The path for the log: bytes that are not printable ASCII (libmicrohttpd
+ * has undone the client's %-escapes), spaces, quotes and '%' itself are
+ * %-escaped again; cut at the buffer's size. */
+static void log_path(char *out, size_t cap, const char *url) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)url; *p && o + 4 < cap; p++) {
+        if (*p > ' ' && *p < 0x7F && *p != '%' && *p != '"' && *p != '\\') out[o++] = (char)*p;
+        else o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
+    }
+    out[o] = 0;
+}
+
+static void client_address(struct MHD_Connection *conn, char *out, size_t cap) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, cap, "-");
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+static ll_request *request_new(ll_server *s, struct MHD_Connection *conn, const char *url,
+                               const char *method) {
+    ll_request *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->start_us = ll_now_us();
+    r->endpoint = EP_OTHER;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    log_path(r->path, sizeof r->path, url);
+    client_address(conn, r->client, sizeof r->client);
+    return r;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -274,11 +443,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     ll_server *s = cls;
     ll_request *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = request_new(s, conn, url, method);
         if (!r) return MHD_NO;
-        r->srv = s;
-        r->conn = conn;
-        r->start_us = ll_now_us();
         *con_cls = r;
         atomic_fetch_add(&s->in_progress, 1);
         if (on_headers(r, url, method)) {
@@ -297,10 +463,44 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             r->status = 413;
             return MHD_NO;
         }
+        /* A body still arriving at the request's deadline (a client sending
+         * a byte now and then, which the idle timeout never catches): the
+         * connection is closed, for the same reason. */
+        if (ll_now_us() - r->start_us > (int64_t)s->opts.request_timeout_ms * 1000) {
+            r->status = 408;
+            return MHD_NO;
+        }
         *upload_size = 0;
         return MHD_YES;
     }
     return dispatch(r, url);
+}
+
+static const char *termination_name(enum MHD_RequestTerminationCode toe) {
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return NULL;
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "idle_timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR: return "read_error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client_abort";
+    default: return "connection_error";
+    }
+}
+
+/* One line per request, at info: what was asked, what came of it.  A
+ * request that ended without its response being sent whole says how. */
+static void log_request(ll_server *s, const ll_request *r, double seconds,
+                        enum MHD_RequestTerminationCode toe) {
+    if (!ll_log_enabled(&s->logger, LL_LOG_INFO)) return;
+    ll_log_field f[7] = {
+        LL_LOG_STR("method", r->method), LL_LOG_STR("path", r->path),
+        LL_LOG_INT("status", r->status), LL_LOG_NUM("ms", seconds * 1e3),
+        LL_LOG_INT("tokens", r->tokens), LL_LOG_STR("client", r->client),
+    };
+    int n = 6;
+    const char *how = termination_name(toe);
+    if (how) f[n++] = LL_LOG_STR("error", how);
+    ll_log_event(&s->logger, LL_LOG_INFO, "request", f, n);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -311,6 +511,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     double seconds = (double)(ll_now_us() - r->start_us) / 1e6;
     ll_metrics_request(s->metrics, r->endpoint, r->status, seconds);
+    log_request(s, r, seconds, toe);
     if (r->resp) MHD_destroy_response(r->resp);
     if (r->job) job_release(r->job);
     free(r->body);
@@ -324,7 +525,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n && line[n - 1] == '\n') line[--n] = 0;
-    fprintf(s->log, "layerlens: http: %s\n", line);
+    /* What a handler's MHD_NO causes (a client gone, a body too slow or too
+     * large): the request line says it already. */
+    int expected = strstr(line, "Application reported internal error") != NULL;
+    ll_logf(&s->logger, expected ? LL_LOG_DEBUG : LL_LOG_WARN, "http: %s", line);
 }
 
 /* ---- start / stop ---- */
@@ -358,14 +562,19 @@ int http_start(ll_server *s, ll_error *err) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    /* Idle connections go after 30 s; suspended ones are the sweeper's. */
-    unsigned idle_timeout = 30;
+    /* Idle connections go after --idle-timeout-s (a connection is idle
+     * when it sends nothing: between keep-alive requests, or stalled in the
+     * middle of one); suspended ones are the sweeper's.  libmicrohttpd serves
+     * one request per connection at a time (it reads the next request of a
+     * keep-alive connection only once the response to the current one is
+     * sent), so a connection never has more than one request in flight. */
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)s->opts.port, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, /* first, to catch every message */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)LL_HTTP_THREADS,
-        MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->opts.idle_timeout_s,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->opts.max_connections_per_ip,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
         MHD_OPTION_END);
@@ -439,8 +648,35 @@ void answer_locked(ll_server *s, ll_job *job, int status, struct MHD_Response *r
     MHD_resume_connection(job->conn);
 }
 
+/* How often suspended connections are checked for clients that hung up. */
+#define GONE_CHECK_US 200000
+
+/* 1 when the client of a suspended connection has closed it or reset it.
+ * Suspended, the socket is not watched by libmicrohttpd, and it stays open
+ * (and its descriptor ours to peek at) until the job leaves the in-flight
+ * list, which needs s->mu, held here.  A client that half-closes after
+ * sending its request counts as gone, as in nginx. */
+static int client_gone(ll_job *job) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(job->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* s->mu held: answers (and so cancels) the jobs whose clients are gone; their
+ * queued sequences are dropped unrun. */
+static void drop_abandoned(ll_server *s) {
+    for (ll_job *job = s->inflight_head, *next; job; job = next) {
+        next = job->next;
+        if (client_gone(job)) answer_locked(s, job, LL_STATUS_CLIENT_GONE, NULL);
+    }
+}
+
 static void *sweeper_main(void *p) {
     ll_server *s = p;
+    int64_t next_check = 0;
     pthread_mutex_lock(&s->mu);
     while (!s->sweeper_stop) {
         int64_t now = ll_now_us();
@@ -449,8 +685,13 @@ static void *sweeper_main(void *p) {
                           make_error_response(504, "timeout", NULL, "the request took "
                                               "longer than the request timeout"));
         }
+        if (now >= next_check) {
+            drop_abandoned(s);
+            next_check = now + GONE_CHECK_US;
+        }
         if (s->inflight_head) {
             int64_t wake = s->inflight_head->deadline_us;
+            if (wake > next_check) wake = next_check;
             struct timespec ts = {.tv_sec = wake / 1000000,
                                   .tv_nsec = (long)(wake % 1000000) * 1000};
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);

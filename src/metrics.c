@@ -11,8 +11,11 @@
 #include <unistd.h>
 
 /* Status codes the server answers with; anything else is counted as "other"
- * (there should be none). */
-static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 422, 500, 503, 504};
+ * (there should be none).  408: a body still arriving at the request
+ * timeout; 499: the client hung up before its answer (neither is sent: the
+ * connection is closed). */
+static const int STATUSES[] = {200, 202, 204, 400, 401, 403, 404, 405, 408, 409, 413,
+                               422, 499, 500, 503, 504};
 #define N_STATUS ((int)(sizeof STATUSES / sizeof STATUSES[0]) + 1)
 
 /* Latency buckets in seconds: from a cached tiny request to a long batch. */
@@ -232,7 +235,7 @@ static void render_models(sbuf *b, const ll_metrics *m) {
         sb_printf(b, "layerlens_tokens_total{model=\"%s\"} %llu\n", m->models[i],
                   (unsigned long long)m->mstats[i].tokens);
     sb_printf(b, "# HELP layerlens_dropped_sequences_total Queued sequences dropped "
-                 "unrun because their request timed out.\n"
+                 "unrun because their request timed out or its client left.\n"
                  "# TYPE layerlens_dropped_sequences_total counter\n");
     for (int i = 0; i < m->n_models; i++)
         sb_printf(b, "layerlens_dropped_sequences_total{model=\"%s\"} %llu\n",

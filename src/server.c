@@ -26,7 +26,7 @@
 
 /* ======================= options ======================= */
 
-enum { OPT_STR, OPT_INT, OPT_LONG, OPT_SIZE, OPT_FLAG };
+enum { OPT_STR, OPT_INT, OPT_LONG, OPT_SIZE, OPT_FLAG, OPT_LIST, OPT_LOG_LEVEL, OPT_LOG_FORMAT };
 
 typedef struct opt_def {
     const char *flag, *env, *arg;
@@ -64,11 +64,28 @@ static const opt_def OPTS[] = {
     {"--demo", "LAYERLENS_DEMO", NULL, OPT_FLAG, OFF(demo), 0, 1,
      "report the models as demo (random) weights in /v1/models"},
     {"--data", "LAYERLENS_DATA", "DIR", OPT_STR, OFF(data_dir), 0, 0,
-     "benchmark data directory for /v1/evaluate (weights/download.sh fetches it)"},
+     "benchmark data directory for /v1/evaluate (weights/download-benchmarks.sh fills it)"},
     {"--results-dir", "LAYERLENS_RESULTS_DIR", "DIR", OPT_STR, OFF(results_dir), 0, 0,
      "where finished evaluations are written, so a restart loses none"},
     {"--api-key", "LAYERLENS_API_KEY", "KEY", OPT_STR, OFF(api_key), 0, 0,
      "clients must send 'Authorization: Bearer KEY' to /v1/* and /evaluate"},
+    {"--api-key-file", "LAYERLENS_API_KEY_FILE", "FILE", OPT_STR, OFF(api_key_file), 0, 0,
+     "the API key from this file (read at start-up; a trailing newline is dropped)"},
+    {"--metrics-public", "LAYERLENS_METRICS_PUBLIC", "[=0|1]", OPT_FLAG, OFF(metrics_public),
+     0, 1, "/metrics needs no API key; 0: it needs the key like /v1/*"},
+    {"--cors-origin", "LAYERLENS_CORS_ORIGIN", "ORIGIN", OPT_LIST, OFF(cors_origins), 0, 0,
+     "browser origin allowed to call the API (repeat, or a comma list; * = any)"},
+    {"--max-request-tokens", "LAYERLENS_MAX_REQUEST_TOKENS", "N", OPT_INT,
+     OFF(max_request_tokens), 1, 1 << 30, "tokens of all inputs of one request (413 beyond)"},
+    {"--max-connections-per-ip", "LAYERLENS_MAX_CONNECTIONS_PER_IP", "N", OPT_INT,
+     OFF(max_connections_per_ip), 0, 100000,
+     "open connections from one client address; 0 = no limit (behind a proxy)"},
+    {"--idle-timeout-s", "LAYERLENS_IDLE_TIMEOUT_S", "N", OPT_INT, OFF(idle_timeout_s), 1, 3600,
+     "a connection that sends nothing for this long is closed"},
+    {"--log-format", "LAYERLENS_LOG_FORMAT", "text|json", OPT_LOG_FORMAT, OFF(log_format), 0, 0,
+     "log lines on stderr as text or as JSON lines"},
+    {"--log-level", "LAYERLENS_LOG_LEVEL", "LEVEL", OPT_LOG_LEVEL, OFF(log_level), 0, 0,
+     "error, warn, info (one line per request) or debug (also one per batch)"},
 };
 #define N_OPTS ((int)(sizeof OPTS / sizeof OPTS[0]))
 
@@ -83,6 +100,12 @@ void ll_server_opts_default(ll_server_opts *o) {
     o->max_inputs = 2048;
     o->max_body_bytes = 8u << 20;
     o->request_timeout_ms = 30000;
+    o->metrics_public = 1;
+    o->max_request_tokens = 65536;
+    o->max_connections_per_ip = 0;
+    o->idle_timeout_s = 30;
+    o->log_format = LL_LOG_TEXT;
+    o->log_level = LL_LOG_INFO;
 }
 
 static void default_text(const opt_def *d, const ll_server_opts *o, char *buf, size_t n) {
@@ -92,7 +115,12 @@ static void default_text(const opt_def *d, const ll_server_opts *o, char *buf, s
     case OPT_INT: snprintf(buf, n, "%d", *(const int *)p); break;
     case OPT_LONG: snprintf(buf, n, "%ld", *(const long *)p); break;
     case OPT_SIZE: snprintf(buf, n, "%zu", *(const size_t *)p); break;
-    default: snprintf(buf, n, "off"); break;
+    case OPT_LIST: snprintf(buf, n, "none"); break;
+    case OPT_LOG_LEVEL: snprintf(buf, n, "%s", ll_log_level_name(*(const ll_log_level *)p)); break;
+    case OPT_LOG_FORMAT:
+        snprintf(buf, n, "%s", *(const ll_log_format *)p == LL_LOG_JSON ? "json" : "text");
+        break;
+    default: snprintf(buf, n, "%s", *(const int *)p ? "on" : "off"); break;
     }
 }
 
@@ -106,13 +134,43 @@ void ll_server_usage(FILE *f) {
     for (int i = 0; i < N_OPTS; i++) {
         const opt_def *d = &OPTS[i];
         char flag[64], dflt[64];
-        snprintf(flag, sizeof flag, "%s%s%s", d->flag, d->arg ? " " : "", d->arg ? d->arg : "");
+        /* a flag's optional value is written on to it: --metrics-public[=0|1] */
+        snprintf(flag, sizeof flag, "%s%s%s", d->flag, d->arg && d->kind != OPT_FLAG ? " " : "",
+                 d->arg ? d->arg : "");
         default_text(d, &o, dflt, sizeof dflt);
         fprintf(f, "  %-26s %s\n  %-26s [env %s, default %s]\n", flag, d->help, "", d->env, dflt);
     }
     fprintf(f, "\nCores: workers x OpenBLAS threads never exceeds the online cores; by default\n"
                "one worker per core with single-threaded OpenBLAS in each.  SIGTERM/SIGINT\n"
-               "stop accepting, answer every accepted request, and exit 0.\n");
+               "stop accepting, answer every accepted request, and exit 0.  Give the API key\n"
+               "by file or variable rather than --api-key: flags show in ps.\n");
+}
+
+/* One allowed origin as browsers send it: "*", or scheme://host[:port]
+ * (no path, not even a trailing slash, or it would never match). */
+static int origin_ok(const char *s, size_t n) {
+    if (n == 1 && s[0] == '*') return 1;
+    size_t k = strncmp(s, "http://", 7) == 0 ? 7 : strncmp(s, "https://", 8) == 0 ? 8 : 0;
+    if (!k || n <= k) return 0;
+    for (size_t i = k; i < n; i++)
+        if (s[i] == '/' || s[i] <= ' ' || s[i] == 0x7F) return 0;
+    return 1;
+}
+
+/* A --cors-origin value: a comma list of origins (spaces around commas
+ * allowed). */
+static int check_origins(const char *val, const char *from, ll_error *err) {
+    for (const char *p = val;;) {
+        while (*p == ' ') p++;
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m && p[m - 1] == ' ') m--;
+        if (!origin_ok(p, m))
+            return ll_errorf(err, "%s: '%.*s' is not an origin (expected *, or scheme://host[:port] "
+                             "such as https://example.org, without a path)", from, (int)m, p);
+        if (!p[n]) return 0;
+        p += n + 1;
+    }
 }
 
 static int set_opt(ll_server_opts *o, const opt_def *d, const char *val, const char *from,
@@ -122,6 +180,19 @@ static int set_opt(ll_server_opts *o, const opt_def *d, const char *val, const c
         if (!*val) return ll_errorf(err, "%s: empty value", from);
         *(const char **)p = val;
         return 0;
+    }
+    if (d->kind == OPT_LIST) {
+        if (check_origins(val, from, err)) return -1;
+        if (o->n_cors_origins == LL_MAX_CORS_ARGS)
+            return ll_errorf(err, "%s: at most %d times (use a comma list)", from, LL_MAX_CORS_ARGS);
+        o->cors_origins[o->n_cors_origins++] = val;
+        return 0;
+    }
+    if (d->kind == OPT_LOG_LEVEL || d->kind == OPT_LOG_FORMAT) {
+        ll_error e = {{0}};
+        int rc = d->kind == OPT_LOG_LEVEL ? ll_log_level_parse(val, (ll_log_level *)p, &e)
+                                          : ll_log_format_parse(val, (ll_log_format *)p, &e);
+        return rc ? ll_errorf(err, "%s: %s", from, e.msg) : 0;
     }
     if (d->kind == OPT_FLAG) {
         if (strcmp(val, "1") && strcmp(val, "0") && strcmp(val, "true") && strcmp(val, "false"))
@@ -141,12 +212,28 @@ static int set_opt(ll_server_opts *o, const opt_def *d, const char *val, const c
     return 0;
 }
 
+/* The key and the key file are alternatives.  A flag wins over a variable,
+ * so the one given by flag stays when the other came from the environment. */
+static int settle_api_key(ll_server_opts *o, const char *env_key, const char *env_file,
+                          ll_error *err) {
+    if (!o->api_key || !o->api_key_file) return 0;
+    int key_flag = o->api_key != env_key, file_flag = o->api_key_file != env_file;
+    if (key_flag && !file_flag) o->api_key_file = NULL;
+    else if (file_flag && !key_flag) o->api_key = NULL;
+    else
+        return ll_errorf(err, "give the API key one way: --api-key / LAYERLENS_API_KEY or "
+                         "--api-key-file / LAYERLENS_API_KEY_FILE");
+    return 0;
+}
+
 int ll_server_opts_parse(ll_server_opts *o, int argc, char **argv, int *help, ll_error *err) {
     *help = 0;
     for (int i = 0; i < N_OPTS; i++) {
         const char *v = getenv(OPTS[i].env);
         if (v && *v && set_opt(o, &OPTS[i], v, OPTS[i].env, err)) return -1;
     }
+    const char *env_key = o->api_key, *env_file = o->api_key_file;
+    int origins_from_flags = 0;
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
@@ -167,6 +254,8 @@ int ll_server_opts_parse(ll_server_opts *o, int argc, char **argv, int *help, ll
             if (a + 1 >= argc) return ll_errorf(err, "%s needs a value", d->flag);
             val = argv[++a];
         }
+        /* repeated flags add up; the first one replaces the variable's list */
+        if (d->kind == OPT_LIST && !origins_from_flags++) o->n_cors_origins = 0;
         if (set_opt(o, d, val, d->flag, err)) return -1;
     }
     if (!o->gpt2_dir && !o->clip_dir)
@@ -174,7 +263,7 @@ int ll_server_opts_parse(ll_server_opts *o, int argc, char **argv, int *help, ll
     if (o->max_inputs > o->max_queue)
         return ll_errorf(err, "--max-inputs (%d) must not exceed --max-queue (%d): such a "
                          "request could never be queued", o->max_inputs, o->max_queue);
-    return 0;
+    return settle_api_key(o, env_key, env_file, err);
 }
 
 /* ======================= life cycle ======================= */
@@ -240,6 +329,117 @@ static int start_batcher(ll_server *s, ll_error *err) {
     return ll_batcher_start(s->batcher, err);
 }
 
+/* The key from --api-key-file: the file's text without trailing white space
+ * (editors and `echo` add a newline); malloc'd, or NULL with err. */
+static char *read_key_file(const char *path, ll_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ll_errorf(err, "--api-key-file %s: cannot read it: %s", path, strerror(errno));
+        return NULL;
+    }
+    enum { MAX_KEY = 4096 };
+    char *key = malloc(MAX_KEY + 2);
+    size_t n = key ? fread(key, 1, MAX_KEY + 1, f) : 0;
+    int bad = !key || ferror(f);
+    fclose(f);
+    if (bad) {
+        ll_errorf(err, "--api-key-file %s: cannot read it", path);
+        free(key);
+        return NULL;
+    }
+    if (n > MAX_KEY) {
+        ll_errorf(err, "--api-key-file %s: larger than %d bytes; is it the key?", path, MAX_KEY);
+        free(key);
+        return NULL;
+    }
+    while (n && (key[n - 1] == '\n' || key[n - 1] == '\r' || key[n - 1] == ' ' ||
+                 key[n - 1] == '\t'))
+        n--;
+    key[n] = 0;
+    if (!n) {
+        ll_errorf(err, "--api-key-file %s is empty", path);
+        free(key);
+        return NULL;
+    }
+    return key;
+}
+
+/* The API key's digest (see http.c), from --api-key or --api-key-file.  A
+ * key must fit in one header line. */
+static int setup_api_key(ll_server *s, ll_error *err) {
+    const ll_server_opts *o = &s->opts;
+    if (!o->api_key && !o->api_key_file) return 0;
+    char *owned = o->api_key_file ? read_key_file(o->api_key_file, err) : NULL;
+    if (o->api_key_file && !owned) return -1;
+    const char *key = owned ? owned : o->api_key;
+    int rc = 0;
+    for (const unsigned char *p = (const unsigned char *)key; *p && !rc; p++)
+        if (*p < 0x20 || *p == 0x7F)
+            rc = ll_errorf(err, "the API key%s%s holds a control character (a line break?); it "
+                           "could not be sent in an Authorization header",
+                           owned ? " in " : "", owned ? o->api_key_file : "");
+    unsigned len = 0;
+    if (!rc && (EVP_Digest(key, strlen(key), s->key_sha256, &len, EVP_sha256(), NULL) != 1 ||
+                len != 32))
+        rc = ll_errorf(err, "cannot hash the API key");
+    s->has_key = rc == 0;
+    /* the key itself is not kept: only its digest is needed */
+    if (owned) {
+        OPENSSL_cleanse(owned, strlen(owned));
+        free(owned);
+    }
+    return rc;
+}
+
+/* The allowed origins, one string each, from the option values (comma
+ * lists, checked by the option parser). */
+static int setup_cors(ll_server *s) {
+    int cap = 0;
+    for (int i = 0; i < s->opts.n_cors_origins; i++)
+        for (const char *p = s->opts.cors_origins[i]; p; p = strchr(p, ','), p = p ? p + 1 : p)
+            cap++;
+    if (!cap) return 0;
+    s->cors = calloc((size_t)cap, sizeof *s->cors);
+    if (!s->cors) return -1;
+    for (int i = 0; i < s->opts.n_cors_origins; i++) {
+        for (const char *p = s->opts.cors_origins[i];;) {
+            while (*p == ' ') p++;
+            size_t n = strcspn(p, ","), m = n;
+            while (m && p[m - 1] == ' ') m--;
+            if (m == 1 && *p == '*') s->cors_any = 1;
+            else if (!(s->cors[s->n_cors++] = strndup(p, m))) return -1;
+            if (!p[n]) break;
+            p += n + 1;
+        }
+    }
+    return 0;
+}
+
+/* How the server is protected, said once at start-up. */
+static void log_access(ll_server *s) {
+    const ll_server_opts *o = &s->opts;
+    char origins[512] = "";
+    size_t n = 0;
+    if (s->cors_any) n += (size_t)snprintf(origins, sizeof origins, "*");
+    for (int i = 0; i < s->n_cors && n < sizeof origins; i++)
+        n += (size_t)snprintf(origins + n, sizeof origins - n, "%s%s", n ? ", " : "", s->cors[i]);
+    char per_ip[32] = "no limit";
+    if (o->max_connections_per_ip) snprintf(per_ip, sizeof per_ip, "%d", o->max_connections_per_ip);
+    ll_logf(&s->logger, LL_LOG_INFO, "access: API key %s%s; CORS origins: %s; per request at "
+            "most %d inputs, %d tokens, %zu body bytes; connections per address: %s; idle "
+            "timeout %d s",
+            s->has_key ? (o->api_key_file ? "from " : "from --api-key / LAYERLENS_API_KEY") : "none",
+            s->has_key && o->api_key_file ? o->api_key_file : "",
+            n ? origins : "none", o->max_inputs, o->max_request_tokens, o->max_body_bytes, per_ip,
+            o->idle_timeout_s);
+    if (s->has_key && o->metrics_public)
+        ll_logf(&s->logger, LL_LOG_INFO, "access: /metrics answers without the key "
+                "(--metrics-public=0 to require it)");
+    if (geteuid() == 0)
+        ll_logf(&s->logger, LL_LOG_WARN, "running as root; the server needs no privileges "
+                "(see docs/http-api.md, running as a non-root user)");
+}
+
 ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     ll_server *s = calloc(1, sizeof *s);
     if (!s) {
@@ -247,7 +447,10 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
         return NULL;
     }
     s->opts = *opts;
-    s->log = log ? log : stderr;
+    ll_log_init(&s->logger, log, opts->log_level, opts->log_format);
+    /* What other parts print to s->log becomes a warning line. */
+    s->log = ll_log_stream(&s->logger, LL_LOG_WARN);
+    if (!s->log) s->log = s->logger.f;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -260,6 +463,11 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
         ll_errorf(err, "out of memory");
         goto fail;
     }
+    if (setup_api_key(s, err)) goto fail;
+    if (setup_cors(s)) {
+        ll_errorf(err, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < s->n_models; i++) s->model_ids[i] = s->models[i].id;
     s->metrics = ll_metrics_new(ENDPOINT_NAMES, N_ENDPOINTS, s->model_ids, s->n_models);
     if (!s->metrics) {
@@ -268,12 +476,12 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     }
     size_threads(s);
     if (start_batcher(s, err) || sweeper_start(s, err) || http_start(s, err)) goto fail;
-    fprintf(s->log, "layerlens: listening on http://%s%s%s:%d (%d workers x %d OpenBLAS "
-            "threads, %d cores; max batch %d tokens / %ld us)\n",
+    ll_logf(&s->logger, LL_LOG_INFO, "listening on http://%s%s%s:%d (%d workers x %d OpenBLAS "
+            "threads, %d cores; max batch %d tokens / %ld us)",
             strchr(s->opts.host, ':') ? "[" : "", s->opts.host,
             strchr(s->opts.host, ':') ? "]" : "", s->port, s->opts.workers, s->blas_threads,
             online_cores(), s->opts.max_batch_tokens, s->opts.max_batch_wait_us);
-    fflush(s->log);
+    log_access(s);
     return s;
 fail:
     ll_server_free(s);
@@ -300,13 +508,12 @@ static int load_one(ll_server *s, ll_served_model *sm, ll_error *err) {
         sm->files[f].bytes = stat(sm->files[f].path, &st) == 0 ? (long long)st.st_size : -1;
     }
     const ll_config *c = ll_model_config(m);
-    fprintf(s->log, "layerlens: model %s: %s, %d layers x %d wide, %.1fM parameters, "
-            "%.1f MiB of weights, process resident %.1f MiB, loaded in %.3f s%s\n",
+    ll_logf(&s->logger, LL_LOG_INFO, "model %s: %s, %d layers x %d wide, %.1fM parameters, "
+            "%.1f MiB of weights, process resident %.1f MiB, loaded in %.3f s%s",
             sm->id, sm->files[0].path, c->n_layer, c->width,
             (double)ll_model_param_count(m) / 1e6, mib((double)ll_model_weight_bytes(m)),
             mib((double)ll_resident_bytes()), sm->load_seconds,
             sm->demo ? " (demo: random weights)" : "");
-    fflush(s->log);
     ll_metrics_model_loaded(s->metrics, sm->index, sm->load_seconds);
     /* Publish: from here on the model is read-only and shared. */
     atomic_store(&sm->model, m);
@@ -319,8 +526,7 @@ int ll_server_load(ll_server *s, ll_error *err) {
         if (load_one(s, &s->models[i], err)) return -1;
     }
     atomic_store(&s->ready, 1);
-    fprintf(s->log, "layerlens: ready\n");
-    fflush(s->log);
+    ll_logf(&s->logger, LL_LOG_INFO, "ready");
     return 0;
 }
 
@@ -380,6 +586,9 @@ void ll_server_free(ll_server *s) {
         ll_model_free(atomic_load(&s->models[i].model));
         for (int f = 0; f < LL_MODEL_FILES; f++) free(s->models[i].files[f].path);
     }
+    for (int i = 0; i < s->n_cors; i++) free(s->cors[i]);
+    free(s->cors);
+    if (s->log && s->log != s->logger.f) fclose(s->log);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -417,8 +626,7 @@ static void *loader_main(void *p) {
     ll_error err = {{0}};
     if (ll_server_load(ld->srv, &err)) {
         if (!atomic_load(&ld->srv->stop)) {
-            fprintf(ld->srv->log, "layerlens: %s\n", err.msg);
-            fflush(ld->srv->log);
+            ll_logf(&ld->srv->logger, LL_LOG_ERROR, "%s", err.msg);
             ld->failed = 1;
             unsigned char c = WAKE_LOAD_FAILED;
             ssize_t w = write(ld->wake, &c, 1);
@@ -458,6 +666,10 @@ int ll_serve_main(int argc, char **argv) {
         ll_server_usage(stdout);
         return 0;
     }
+    /* The lines of this function, outside the server's lifetime, in the
+     * server's format (option errors above come before there is one). */
+    ll_log lg;
+    ll_log_init(&lg, stderr, opts.log_level, opts.log_format);
     int pipefd[2];
     if (install_signals(pipefd)) {
         fprintf(stderr, "layerlens serve: cannot set up signal handling: %s\n", strerror(errno));
@@ -476,22 +688,22 @@ int ll_serve_main(int argc, char **argv) {
     int have_loader = s && pthread_create(&th, NULL, loader_main, &ld) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!s) {
-        fprintf(stderr, "layerlens serve: %s\n", err.msg);
+        ll_logf(&lg, LL_LOG_ERROR, "%s", err.msg);
         return 1;
     }
-    if (!have_loader) fprintf(stderr, "layerlens serve: cannot start the loader thread\n");
+    if (!have_loader) ll_logf(&lg, LL_LOG_ERROR, "cannot start the loader thread");
     unsigned char c = WAKE_LOAD_FAILED;
     while (have_loader) {
         ssize_t r = read(pipefd[0], &c, 1);
         if (r == 1 || (r < 0 && errno != EINTR)) break;
     }
     if (c == SIGTERM || c == SIGINT)
-        fprintf(stderr, "layerlens: %s: finishing accepted requests, then exiting\n",
+        ll_logf(&lg, LL_LOG_INFO, "%s: finishing accepted requests, then exiting",
                 c == SIGTERM ? "SIGTERM" : "SIGINT");
     ll_server_shutdown(s);
     if (have_loader) pthread_join(th, NULL);
     int failed = ld.failed || !have_loader;
     ll_server_free(s);
-    fprintf(stderr, "layerlens: stopped\n");
+    ll_logf(&lg, LL_LOG_INFO, "stopped");
     return failed ? 1 : 0;
 }

@@ -15,7 +15,9 @@
  *             states to its job (collect), and the worker that completes a
  *             job builds its response (finish) and resumes the connection.
  *             Each worker owns one ll_workspace.
- *   sweeper   answers jobs whose deadline passed with 504.
+ *   sweeper   answers jobs whose deadline passed with 504, and those whose
+ *             client hung up while they were queued or running (499, never
+ *             sent: their queued work is dropped).
  * A job is shared: refcounted (the request holds one reference, the queued
  * work another); its inputs are written before it is queued and read-only
  * after; each sequence's result slot is written by the one worker that runs
@@ -78,7 +80,17 @@ typedef struct ll_job ll_job;
 
 typedef struct ll_server {
     ll_server_opts opts;
-    FILE *log;
+    ll_log logger;          /* every line the server logs (read-only after start) */
+    FILE *log;              /* a stream whose lines go to the logger as warnings,
+                               for code that prints */
+    /* API key: its SHA-256, so that comparing a presented key takes the same
+     * time whatever its length and content (see http.c). */
+    int has_key;
+    unsigned char key_sha256[32];
+    /* CORS: the allowed origins (split from the option lists), or any. */
+    char **cors;
+    int n_cors;
+    int cors_any;
     ll_served_model models[LL_MAX_MODELS];
     const char *model_ids[LL_MAX_MODELS]; /* metrics labels */
     int n_models;
@@ -105,11 +117,21 @@ typedef struct ll_server {
 
 /* ---- one HTTP request (owned by its connection's HTTP thread) ---- */
 
+/* A request whose client hung up before its answer (nginx's code): logged
+ * and counted, never sent. */
+#define LL_STATUS_CLIENT_GONE 499
+
 typedef struct ll_request {
     ll_server *srv;
     struct MHD_Connection *conn;
     int endpoint;
+    int api_route;              /* a route of the API (CORS preflight, Allow) */
     int64_t start_us;
+    char method[16];            /* for the request log */
+    char path[208];             /* percent-escaped where not printable ASCII */
+    char client[64];            /* numeric address */
+    long tokens;                /* tokens of the inputs, once encoded */
+    const char *origin;         /* the Origin header when it is allowed */
     char *body;
     size_t len, cap;
     int status;                 /* of the response queued, for metrics */
@@ -263,6 +285,10 @@ int req_encode_opts(ll_request *r, json_t *body, ll_encode_opts *eo);
 int req_check_pooling(ll_request *r, ll_job *job, const ll_layer_sel *sel,
                       ll_pooling pooling);
 int req_count_ok(ll_request *r, int n, const char *param);
+/* 0, or -1 after replying 413 when a request's tokens so far pass
+ * --max-request-tokens (checked as inputs are encoded, so a huge request
+ * stops early). */
+int req_tokens_ok(ll_request *r, long tokens, const char *param);
 /* 1 when a JSON string holds U+0000. */
 int json_has_nul(const json_t *v);
 

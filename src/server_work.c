@@ -134,6 +134,16 @@ static void merge_req(ll_forward_req *into, const ll_forward_req *r) {
     into->want_projected |= r->want_projected;
 }
 
+/* --log-level debug: one line per forward pass. */
+static void log_batch(ll_served_model *sm, int n, int n_tok, double ms, const char *error) {
+    const ll_log *lg = &sm->srv->logger;
+    if (!ll_log_enabled(lg, LL_LOG_DEBUG)) return;
+    ll_log_field f[5] = {LL_LOG_STR("model", sm->id), LL_LOG_INT("sequences", n),
+                         LL_LOG_INT("tokens", n_tok), LL_LOG_NUM("ms", ms),
+                         LL_LOG_STR("error", error)};
+    ll_log_event(lg, LL_LOG_DEBUG, "batch", f, error ? 5 : 4);
+}
+
 void work_run(void *lane_ctx, void *worker_state, ll_batch_item **items, int n) {
     ll_served_model *sm = lane_ctx;
     ll_workspace *ws = worker_state;
@@ -152,10 +162,12 @@ void work_run(void *lane_ctx, void *worker_state, ll_batch_item **items, int n) 
     ll_states st = {0};
     ll_error err = {{0}};
     int rc = -1;
+    int64_t t0 = ll_now_us();
     if (!seqs) ll_errorf(&err, "out of memory");
     else if (!ws) ll_errorf(&err, "no workspace for this worker (out of memory)");
     else rc = ll_forward(m, ws, seqs, n, &req, &st, &err);
     if (rc == 0) ll_metrics_batch(sm->srv->metrics, sm->index, n, n_tok);
+    log_batch(sm, n, n_tok, (double)(ll_now_us() - t0) / 1e3, rc == 0 ? NULL : err.msg);
 
     for (int i = 0; i < n; i++) {
         ll_job_seq *js = (ll_job_seq *)items[i];

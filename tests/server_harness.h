@@ -72,18 +72,18 @@ TH_FN int th_log_has(const th_server *s, const char *needle) {
     return found;
 }
 
-/* Starts `layerlens serve --port 0 ARGS...` and waits for its "listening"
- * line (and for "ready" when wait_ready).  Fails the test on a timeout or an
- * early exit, showing the log. */
-TH_FN void th_start(th_server *s, const char *const *args, int wait_ready) {
+/* Forks `layerlens serve --port PORT ARGS...` with its output in the log. */
+TH_FN void th_spawn(th_server *s, const char *const *args, int port) {
     memset(s, 0, sizeof *s);
     snprintf(s->log_path, sizeof s->log_path, "%s/server.log", tu_tmpdir());
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
     const char *argv[64];
     int n = 0;
     argv[n++] = th_binary();
     argv[n++] = "serve";
     argv[n++] = "--port";
-    argv[n++] = "0";
+    argv[n++] = port_s;
     for (int i = 0; args && args[i] && n < 62; i++) argv[n++] = args[i];
     argv[n] = NULL;
     pid_t parent = getpid();
@@ -102,6 +102,14 @@ TH_FN void th_start(th_server *s, const char *const *args, int wait_ready) {
         _exit(127);
     }
     s->pid = pid;
+}
+
+/* Starts `layerlens serve --port 0 ARGS...` and waits for its "listening"
+ * line (and for "ready" when wait_ready).  Fails the test on a timeout or an
+ * early exit, showing the log. */
+TH_FN void th_start(th_server *s, const char *const *args, int wait_ready) {
+    th_spawn(s, args, 0);
+    pid_t pid = s->pid;
     double end = th_now() + 60;
     const char *key = "listening on http://127.0.0.1:";
     while (th_now() < end) {
@@ -123,6 +131,20 @@ TH_FN void th_start(th_server *s, const char *const *args, int wait_ready) {
     waitpid(pid, NULL, 0);
     s->pid = 0;
     fail_msg("server did not start within 60 s; log:\n%s", log);
+}
+
+/* A loopback port that was free a moment ago (for a server whose log does
+ * not say which port it took). */
+TH_FN int th_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &len))
+        fail_msg("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(a.sin_port);
 }
 
 /* Sends sig and waits up to timeout_s for the exit; returns the wait status

@@ -687,6 +687,15 @@ static void test_errors(void **state) {
         {"POST", "/v1/embeddings", B("{\"model\": \"gpt3\", \"input\": \"a\"}"), 404, "model_not_found"},
         {"POST", "/v1/tokenize", B("{\"model\": \"bert\", \"input\": \"a\"}"), 404, "model_not_found"},
         {"GET", "/v1/nothing", NULL, 0, 404, "route_not_found"},
+        /* messages quoting what was sent stay valid UTF-8: a path byte that
+         * is not, a model name cut inside a character */
+        {"GET", "/v1/nothing%FF", NULL, 0, 404, "route_not_found"},
+        {"POST", "/v1/embeddings", B("{\"model\": \"a\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                                     "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                                     "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                                     "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+                                     "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\", \"input\": \"a\"}"),
+         404, "model_not_found"},
         {"POST", "/v2/embeddings", B("{}"), 404, "route_not_found"},
         {"GET", "/v1/embeddings", NULL, 0, 405, "method_not_allowed"},
         {"DELETE", "/v1/models", NULL, 0, 405, "method_not_allowed"},

@@ -2,8 +2,10 @@
  * 32 clients at once (every answer checked against the fixture references,
  * batches of several sequences seen in /metrics, no token run twice), a full
  * queue (503 + Retry-After at once), a timeout (504, the queued work
- * dropped), SIGTERM with requests in flight (all answered, exit 0), not ready
- * while a model loads (503), and start-up failures (exit codes). */
+ * dropped), SIGTERM with requests in flight (all answered, exit 0), a client
+ * that hangs up while its request waits (work dropped), slow and idle
+ * clients (timed out, others unaffected), not ready while a model loads
+ * (503), and start-up failures (exit codes). */
 #include "server_harness.h"
 
 #include <pthread.h>
@@ -349,6 +351,91 @@ static void test_sigterm_in_flight(void **state) {
     assert_true(th_log_has(&SRV, "SIGTERM"));
 }
 
+/* ---------------------------------------------------------------- clients that go */
+
+/* A client that closes its connection while its request is queued: the
+ * request is answered 499 (logged and counted, never sent) within the check
+ * interval, and its sequences are dropped unrun when their batch comes due. */
+static void test_client_gone_drops_work(void **state) {
+    tu_shared();
+    const char *extra[] = {"--workers", "1", "--max-batch-wait-us", "1500000", NULL};
+    start_gpt2_clip(extra, 0);
+    const char *a = "{\"model\": \"gpt2\", \"input\": [\"one\", \"two\", \"three\"]}";
+    int fd = th_connect(SRV.port);
+    assert_true(fd >= 0);
+    assert_int_equal(th_send_request(fd, "POST", "/v1/embeddings", a, strlen(a), NULL), 0);
+    assert_true(wait_metric(SRV.port, "layerlens_queue_depth", 3, 10) == 3);
+    double t0 = th_now();
+    close(fd);
+    const char *gone = "layerlens_requests_total{endpoint=\"/v1/embeddings\",status=\"499\"}";
+    assert_true(wait_metric(SRV.port, gone, 1, 10) == 1);
+    double noticed = th_now() - t0;
+    assert_true(wait_metric(SRV.port, "layerlens_dropped_sequences_total{model=\"gpt2\"}", 3, 10) == 3);
+    char *t = th_metrics_text(SRV.port);
+    assert_true(th_metric(t, "layerlens_tokens_total{model=\"gpt2\"}") == 0);
+    assert_true(th_metric(t, "layerlens_queue_depth") == 0);
+    free(t);
+    fprintf(stderr, "client gone noticed after %.3f s\n", noticed);
+    assert_true(noticed < 1.0); /* before the batch was due: 1.5 s */
+    /* the server goes on */
+    int status;
+    json_decref(th_post(SRV.port, "/v1/embeddings",
+                        json_pack("{s:s, s:s}", "model", "gpt2", "input", "four"), &status));
+    assert_int_equal(status, 200);
+    th_stop_clean(&SRV);
+    assert_true(th_log_has(&SRV, "path=/v1/embeddings status=499"));
+}
+
+/* 1 once the server has closed fd (EOF or reset), 0 while it is open. */
+static int closed_by_server(int fd) {
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* An idle connection is closed after --idle-timeout-s; a body sent a byte
+ * at a time is cut off at the request timeout (408 in the metrics); a
+ * normal client is served meanwhile as fast as ever. */
+static void test_slow_and_idle_clients(void **state) {
+    tu_shared();
+    const char *extra[] = {"--idle-timeout-s", "1", "--request-timeout-ms", "1500", NULL};
+    start_gpt2_clip(extra, 0);
+    int idle = th_connect(SRV.port), slow = th_connect(SRV.port);
+    assert_true(idle >= 0 && slow >= 0);
+    const char *head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 60\r\n\r\n";
+    double t0 = th_now();
+    assert_int_equal(th_send_all(slow, head, strlen(head)), 0);
+    double idle_closed = -1, slow_closed = -1, served = -1;
+    for (int i = 0; i < 60 && (idle_closed < 0 || slow_closed < 0); i++) {
+        th_sleep_ms(200);
+        if (slow_closed < 0) {
+            if (closed_by_server(slow) || send(slow, "{", 1, MSG_NOSIGNAL) != 1)
+                slow_closed = th_now() - t0;
+        }
+        if (idle_closed < 0 && closed_by_server(idle)) idle_closed = th_now() - t0;
+        if (i == 3) { /* a normal request while both are open */
+            double t1 = th_now();
+            int status;
+            json_decref(th_post(SRV.port, "/v1/embeddings",
+                                json_pack("{s:s, s:s}", "model", "gpt2", "input", "x"), &status));
+            assert_int_equal(status, 200);
+            served = th_now() - t1;
+        }
+    }
+    close(idle);
+    close(slow);
+    fprintf(stderr, "idle connection closed after %.2f s, slow body after %.2f s; a normal "
+            "request meanwhile took %.3f s\n", idle_closed, slow_closed, served);
+    assert_true(idle_closed >= 0.9 && idle_closed < 4);
+    assert_true(slow_closed >= 1.4 && slow_closed < 4); /* 60 bytes would take 12 s */
+    assert_true(served >= 0 && served < 1.0);
+    char *t = th_metrics_text(SRV.port);
+    assert_true(th_metric(t, "layerlens_requests_total{endpoint=\"/v1/embeddings\",status=\"408\"}") == 1);
+    free(t);
+    th_stop_clean(&SRV);
+}
+
 /* ---------------------------------------------------------------- readiness */
 
 /* A model whose config.json is a FIFO stays "loading" until the test writes
@@ -499,6 +586,8 @@ int main(void) {
         cmocka_unit_test_teardown(test_queue_full_503, kill_server),
         cmocka_unit_test_teardown(test_timeout_504, kill_server),
         cmocka_unit_test_teardown(test_sigterm_in_flight, kill_server),
+        cmocka_unit_test_teardown(test_client_gone_drops_work, kill_server),
+        cmocka_unit_test_teardown(test_slow_and_idle_clients, kill_server),
         cmocka_unit_test_teardown(test_not_ready_while_loading, kill_server),
         cmocka_unit_test_teardown(test_startup_and_options, kill_server),
     };

@@ -31,6 +31,9 @@
 #include <stdio.h>
 
 #include "layerlens/error.h"
+#include "layerlens/log.h"
+
+#define LL_MAX_CORS_ARGS 16
 
 typedef struct ll_server_opts {
     const char *gpt2_dir;     /* NULL: no GPT-2 */
@@ -49,6 +52,18 @@ typedef struct ll_server_opts {
     const char *results_dir;  /* finished evaluations on disk; NULL: memory only */
     const char *api_key;      /* required as "Authorization: Bearer KEY" on the
                                  API routes; NULL: no key */
+    const char *api_key_file; /* the key from this file (read by ll_server_new,
+                                 trailing newline dropped); not with api_key */
+    int metrics_public;       /* /metrics needs no key even when there is one */
+    /* Origins allowed to call from a browser (CORS): each entry one origin
+     * ("https://example.org"), a comma list of them, or "*". */
+    const char *cors_origins[LL_MAX_CORS_ARGS];
+    int n_cors_origins;
+    int max_request_tokens;   /* tokens of all inputs of one request; more: 413 */
+    int max_connections_per_ip; /* open connections from one address; 0: any */
+    int idle_timeout_s;       /* a connection silent this long is closed */
+    ll_log_format log_format;
+    ll_log_level log_level;   /* request lines are info */
 } ll_server_opts;
 
 /* The defaults (the values `--help` prints). */
@@ -65,7 +80,9 @@ typedef struct ll_server ll_server;
 
 /* Binds the socket and starts the HTTP threads, the workers and the deadline
  * sweeper.  Models are not loaded yet: /healthz answers, /readyz says 503.
- * log receives the server's log lines (stderr for the command). */
+ * log receives the server's log lines (stderr for the command), formatted
+ * and filtered as opts->log_format / log_level say.  Fails (with err) when
+ * the API key file cannot be read or holds no usable key. */
 ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err);
 /* The bound port (useful with port 0). */
 int ll_server_port(const ll_server *s);

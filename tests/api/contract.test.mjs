@@ -419,6 +419,43 @@ test('--api-key: 401 with WWW-Authenticate without the key, 200 with it; probes 
   }
 });
 
+test('OPTIONS on every route; CORS headers for allowed origins only; /metrics behind the key', async t => {
+  if (!shared) return t.skip('no shared data');
+  const key = 'contract-' + Math.random().toString(36).slice(2);
+  const origin = 'https://page.example';
+  const cors = await startServer(shared, ['--api-key', key, '--metrics-public=0', '--cors-origin', origin]);
+  try {
+    const preflight = { 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' };
+    for (const [tmpl, item] of Object.entries(spec.paths)) {
+      if (!item.options) continue;
+      const path = tmpl.replace('{id}', '0123456789abcdef0123456789abcdef');
+      const ok = await call(cors, 'OPTIONS', path, { headers: { Origin: origin, ...preflight } });
+      assert.equal(ok.res.status, 204, `OPTIONS ${path}`);
+      assert.equal(ok.res.headers.get('access-control-allow-origin'), origin, `OPTIONS ${path}`);
+      const documented = METHODS.filter(m => item[m]).map(m => m.toUpperCase());
+      if (documented.includes('GET')) documented.push('HEAD');
+      const allow = ok.res.headers.get('allow').split(',').map(x => x.trim());
+      assert.deepEqual(allow.sort(), [...new Set(documented)].sort(), `OPTIONS ${path}: Allow`);
+      assert.deepEqual(ok.res.headers.get('access-control-allow-methods').split(',').map(x => x.trim()).sort(), allow);
+      const other = await call(cors, 'OPTIONS', path, { headers: { Origin: 'https://other.example', ...preflight } });
+      assert.equal(other.res.status, 403);
+      assert.equal(other.json.error.code, 'origin_not_allowed');
+      assert.equal(other.res.headers.get('access-control-allow-origin'), null);
+      const plain = await call(cors, 'OPTIONS', path);
+      assert.equal(plain.res.status, 204);
+    }
+    const models = await call(cors, 'GET', '/v1/models', { headers: { Origin: origin, Authorization: `Bearer ${key}` } });
+    assert.equal(models.res.status, 200);
+    assert.equal(models.res.headers.get('access-control-allow-origin'), origin);
+    assert.equal(models.res.headers.get('vary'), 'Origin');
+    await expect(cors, 'GET', '/metrics', 401);
+    await expect(cors, 'GET', '/metrics', 200, { headers: { Authorization: `Bearer ${key}` } });
+    await expect(cors, 'GET', '/healthz', 200);
+  } finally {
+    assert.equal((await cors.stop()).code, 0);
+  }
+});
+
 // ---- 3. coverage ----
 
 test('coverage: every operation succeeded once, every error status was seen', async t => {
