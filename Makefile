@@ -27,7 +27,7 @@ CFLAGS   ?= $(OPT) -g $(ARCHFLAGS)
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -Wno-format-truncation \
             -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
 LDFLAGS  += $(SAN)
-LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lmvec -lm
 TESTLIBS = $(shell pkg-config --libs $(TESTPKGS) 2>/dev/null)
 
 SRCS     := $(filter-out src/main.c,$(wildcard src/*.c))
