@@ -5,6 +5,7 @@
 #   make asan       the whole test suite under AddressSanitizer + UBSan
 #   make run        start the server (see README)
 #   make bench      benchmarks (not part of make test)
+#   make stress     load and fault scenarios against the server (stress-quick: short)
 #   make clean
 #
 # Every src/*.c except src/main.c goes into build/liblayerlens.a; every
@@ -211,3 +212,27 @@ tsan:
 	  build-tsan/layerlens $(TSAN_TESTS:%=build-tsan/tests/%)
 	@BUILD=build-tsan TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  tests/run.sh $(TSAN_TESTS:%=build-tsan/tests/%)
+
+# ---- load and fault scenarios against the real server on loopback
+# (tests/stress/stress.c; docs/http-api.md, "Load and fault tests")
+#
+#   make stress         every scenario at full length (about 5 minutes)
+#   make stress-quick   the short version (under 2 minutes) that .ci/run calls
+#
+# The client-disconnect scenario runs again on the ASan build of the server.
+STRESS   := $(BUILD)/stress/stress
+ASAN_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+.PHONY: stress stress-quick stress-asan-server
+
+$(STRESS): tests/stress/stress.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LDLIBS)
+
+stress-asan-server:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_SAN)" build-asan/layerlens
+
+stress: $(BUILD)/layerlens $(STRESS) stress-asan-server
+	$(STRESS) --binary $(BUILD)/layerlens --asan-binary build-asan/layerlens
+
+stress-quick: $(BUILD)/layerlens $(STRESS) stress-asan-server
+	STRESS_QUICK=1 $(STRESS) --binary $(BUILD)/layerlens --asan-binary build-asan/layerlens
