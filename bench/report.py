@@ -62,7 +62,8 @@ def fmt(v, nd=1):
 
 
 def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "-"
+    ok = all(isinstance(v, (int, float)) and v for v in (a, b))
+    return f"{a / b:.2f}x" if ok else "-"
 
 
 def cpu_name():
@@ -111,16 +112,18 @@ def main():
 
     def rate_row(label, m, wl, http_name, unit):
         h = load(res, f"{http_name}.json")
-        ll = h["rps"] if h else None
+        ll = h.get("rps") if h else None
+        if h and h.get("failed"):
+            ll = f"failed ({h['why']})"
         o = (load(res, f"ort-b64-{m}-{wl}.json") or {}).get("seqs_per_s")
         t = (load(res, f"torch-b64-{m}-{wl}.json") or {}).get("seqs_per_s")
         fl = flops[(m, wl)]
         bound = None
-        if ll and fl and sgemm[m]:
+        if isinstance(ll, float) and fl and sgemm[m]:
             per_seq = (fl["linear_flops"] + fl["attention_flops"]) / fl["sequences"]
             bound = 100.0 * ll * per_seq / (sgemm[m] * 1e9)
         p(f"| {label} ({unit}) | {m} | {fmt(ll)} | {fmt(o)} | {fmt(t)} | {ratio(ll, o)} | "
-          f"{ratio(ll, t)} | {fmt(bound, 0)}% |")
+          f"{ratio(ll, t)} | {fmt(bound, 0) + '%' if bound else '-'} |")
 
     for m in models:
         rate_row("1. words, HTTP, 32 clients", m, "words", f"w1-words-{m}", "words/s")
@@ -160,6 +163,8 @@ def main():
         t = load(res, f"torch-b1-{m}.json")
         for q in ("p50", "p99"):
             lv, ov, tv = (h or {}).get(q + "_ms"), (o or {}).get(q + "_ms"), (t or {}).get(q + "_ms")
+            if h and h.get("failed"):
+                lv = f"failed ({h['why']})"
             p(f"| 4. one word, 1 client, {q} latency (ms) | {m} | {fmt(lv, 2)} | {fmt(ov, 2)} | "
               f"{fmt(tv, 2)} | {ratio(ov, lv)} | {ratio(tv, lv)} | |")
 
@@ -209,13 +214,13 @@ def main():
     p(f"| resident memory, after the workloads | {fmt(int(rss1) / 1024) if rss1 else '-'} MiB | <= {fmt(limit)} MiB |")
     for m in models:
         a, b = load(res, f"w1-words-{m}.json"), load(res, f"w1-words-all-layers-{m}.json")
-        if a and b:
+        if a and b and not a.get("failed") and not b.get("failed"):
             p(f"| {m}: every layer as JSON (13 vectors/word) vs default embedding | "
               f"{fmt(b['rps'])} vs {fmt(a['rps'])} words/s ({fmt(b['resp_bytes_mean'] / 1024)} vs "
               f"{fmt(a['resp_bytes_mean'] / 1024)} KiB/response) | |")
     for run, m in [(f"w1-words-{m}", m) for m in models] + [(f"w2-sentences-{m}", m) for m in models]:
         bs, h = batch_stats(res, run, m), load(res, f"{run}.json")
-        if bs and h:
+        if bs and h and not h.get("failed"):
             p(f"| {run}: forward passes, mean sequences / tokens per pass, p50 / p99 latency | "
               f"{int(bs['passes'])}, {fmt(bs['seqs'])} / {fmt(bs['tokens'])}, "
               f"{fmt(h['p50_ms'])} / {fmt(h['p99_ms'])} ms (load generator CPU {fmt(h['client_cpu_s'], 2)} s) | |")
@@ -241,6 +246,12 @@ def main():
             if v:
                 p(f"- {peer} {m}: max |difference| to layerlens over every hidden state of "
                   f"{v['sequences']} inputs (one padded batch): {v['max_abs_diff']:.2g}")
+    died = sorted(os.path.basename(f)[:-len(".server-died.log")]
+                  for f in glob.glob(os.path.join(res, "*.server-died.log")))
+    if died:
+        p("")
+        p(f"**The server died during: {', '.join(died)}** (logs: results/<workload>.server-died.log); "
+          "it was restarted for the workloads after.")
     print("\n".join(out))
 
 

@@ -112,19 +112,36 @@ start_server() {
         "$BUILD/layerlens" serve --gpt2 "$WEIGHTS/gpt2" --clip "$WEIGHTS/clip" --port "$PORT" \
         >> "$OUT/server.log" 2>&1 &
     SERVER_PID=$!
-    "$LLLOAD" ready --url "$URL/readyz" --since-ns "$t0" --timeout-s 60 > "$RES/ready-ms.txt" ||
+    local ready
+    ready=$("$LLLOAD" ready --url "$URL/readyz" --since-ns "$t0" --timeout-s 60) ||
         { tail "$OUT/server.log" >&2; die "the server did not get ready"; }
-    echo "$(rss_kb)" > "$RES/rss-loaded-kb.txt"
+    # the first start is the one reported (a restart after a crash is not)
+    [ -s "$RES/ready-ms.txt" ] || { echo "$ready" > "$RES/ready-ms.txt"; echo "$(rss_kb)" > "$RES/rss-loaded-kb.txt"; }
 }
 
 metrics() { curl -s "$URL/metrics" > "$1"; }
 
 # One HTTP workload: bodies file, clients, requests -> results/<name>.json
 # (with the server's batch metrics before and after it).
+# A failed run is recorded as such ("failed": true in its JSON, shown in the
+# table); if the server died, its log is kept and a new one started, so the
+# remaining workloads still run.
 http_run() { # name bodies clients requests
     metrics "$RES/$1.metrics-before"
-    "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$2" --clients "$3" --requests "$4" \
-        --max-seconds 300 > "$RES/$1.json" || die "HTTP workload $1 failed"
+    if ! "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$2" --clients "$3" --requests "$4" \
+        --max-seconds 300 > "$RES/$1.json"; then
+        local why="errors"
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            why="server died"
+            cp "$OUT/server.log" "$RES/$1.server-died.log"
+            log "$1: THE SERVER DIED: $(grep -v 'layerlens: request' "$OUT/server.log" | tail -1)"
+            SERVER_PID=""
+            start_server
+        fi
+        echo "{\"failed\":true,\"why\":\"$why\"}" > "$RES/$1.json"
+        log "$1 failed: $why"
+        return 0
+    fi
     metrics "$RES/$1.metrics-after"
     log "$1: $(cat "$RES/$1.json")"
 }
