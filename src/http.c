@@ -422,6 +422,15 @@ static void client_address(struct MHD_Connection *conn, char *out, size_t cap) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
+/* The request announces a body (a length other than 0, or chunks). */
+static int has_body(struct MHD_Connection *conn) {
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return te != NULL || (cl && strspn(cl, "0") != strlen(cl));
+}
+
 static ll_request *request_new(ll_server *s, struct MHD_Connection *conn, const char *url,
                                const char *method) {
     ll_request *r = calloc(1, sizeof *r);
@@ -447,13 +456,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (!r) return MHD_NO;
         *con_cls = r;
         atomic_fetch_add(&s->in_progress, 1);
-        if (on_headers(r, url, method)) {
+        int replied = on_headers(r, url, method);
+        int body = has_body(conn);
+        /* A reply made from the headers goes out at once when a body may
+         * follow: the body is not read, and the connection closes after
+         * the reply.  Without a body, the reply (or the handler) waits for
+         * libmicrohttpd's next call, when the request is complete: a
+         * response queued on the first call always closes the connection,
+         * this keeps it open for the client's next request. */
+        if (replied && body) {
             struct MHD_Response *resp = r->resp;
             r->resp = NULL;
             return queue_response(r, resp);
         }
-        if (strcmp(method, "POST") != 0) return dispatch(r, url);
-        return MHD_YES; /* wait for the body */
+        if (!replied && body && strcmp(method, "POST") != 0) return dispatch(r, url);
+        return MHD_YES; /* wait for the body, or for the end of the request */
     }
     if (r->job) return on_resumed(r);
     if (*upload_size) {
@@ -472,6 +489,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         }
         *upload_size = 0;
         return MHD_YES;
+    }
+    if (r->resp) { /* made from the headers (see above) */
+        struct MHD_Response *resp = r->resp;
+        r->resp = NULL;
+        return queue_response(r, resp);
     }
     return dispatch(r, url);
 }

@@ -3,7 +3,8 @@
  * the API key from a file (401 bodies, a key given twice, an unreadable or
  * empty file), /metrics behind the key, CORS (allowed and other origins,
  * preflights answered or refused, "*"), --max-request-tokens (413 naming the limit),
- * --max-connections-per-ip, and the log lines in JSON and text. */
+ * --max-connections-per-ip, keep-alive with one request at a time per
+ * connection, and the log lines in JSON and text. */
 #include "server_harness.h"
 
 static th_server SRV;
@@ -457,6 +458,72 @@ static void test_connections_per_ip(void **state) {
     th_stop_clean(&SRV);
 }
 
+/* ---------------------------------------------------------------- keep-alive */
+
+/* Reads one response by its Content-Length from a connection that stays
+ * open; 0 or -1. */
+static int read_one(int fd, th_resp *r) {
+    memset(r, 0, sizeof *r);
+    char buf[1 << 16];
+    size_t n = 0;
+    for (;;) {
+        char *e = n ? memmem(buf, n, "\r\n\r\n", 4) : NULL;
+        if (e) {
+            size_t head = (size_t)(e - buf) + 4;
+            char *cl = strcasestr(buf, "\r\nContent-Length:");
+            size_t len = cl && cl < e ? (size_t)atol(cl + 17) : 0;
+            if (n >= head + len) {
+                if (sscanf(buf, "HTTP/1.%*d %d", &r->status) != 1) return -1;
+                r->head = strndup(buf, head - 4);
+                r->body = strndup(buf + head, len);
+                r->len = len;
+                return 0;
+            }
+        }
+        ssize_t k = recv(fd, buf + n, 1, 0); /* byte by byte: never past this response */
+        if (k <= 0 || ++n == sizeof buf) return -1;
+    }
+}
+
+/* One connection carries many requests, GET and OPTIONS included, one at a
+ * time: two requests written back to back are answered in order. */
+static void test_keep_alive_one_at_a_time(void **state) {
+    tu_shared();
+    start(NULL, 1);
+    int fd = th_connect(SRV.port);
+    assert_true(fd >= 0);
+    const char *reqs[] = {
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        "OPTIONS /v1/embeddings HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /v1/tokenize HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n"
+        "{\"model\": \"gpt2\", \"input\": \"x\"}",
+    };
+    const int want[] = {200, 204, 404, 200};
+    char h[64];
+    for (int i = 0; i < 4; i++) {
+        th_resp r;
+        assert_int_equal(th_send_all(fd, reqs[i], strlen(reqs[i])), 0);
+        assert_int_equal(read_one(fd, &r), 0);
+        assert_int_equal(r.status, want[i]);
+        if (th_header(&r, "Connection", h, sizeof h)) fail_msg("request %d: Connection: %s", i, h);
+        th_resp_free(&r);
+    }
+    /* pipelined: both written at once, answered one after the other */
+    char two[256];
+    snprintf(two, sizeof two, "%s%s", reqs[3], reqs[0]);
+    assert_int_equal(th_send_all(fd, two, strlen(two)), 0);
+    th_resp a, b;
+    assert_int_equal(read_one(fd, &a), 0);
+    assert_int_equal(read_one(fd, &b), 0);
+    assert_non_null(strstr(a.body, "token_ids"));
+    assert_non_null(strstr(b.body, "\"ok\""));
+    th_resp_free(&a);
+    th_resp_free(&b);
+    close(fd);
+    th_stop_clean(&SRV);
+}
+
 /* ---------------------------------------------------------------- logs */
 
 /* The request lines of a JSON log, after checking that every line of it is
@@ -596,6 +663,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_cors_any_and_none, kill_server),
         cmocka_unit_test_teardown(test_max_request_tokens, kill_server),
         cmocka_unit_test_teardown(test_connections_per_ip, kill_server),
+        cmocka_unit_test_teardown(test_keep_alive_one_at_a_time, kill_server),
         cmocka_unit_test_teardown(test_json_log, kill_server),
         cmocka_unit_test_teardown(test_text_log_and_levels, kill_server),
     };
