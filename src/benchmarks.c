@@ -44,7 +44,9 @@ static const ll_task tasks[] = {
     {"selfsim_sentences", STSB_TEST, LL_TASK_SENTENCES, '\t', 0, 7, 6, 0, 0, 0, 1379,
      "sentence self-similarity: sentence1 of STS-B test, duplicates kept"},
     {"selfsim_words", STSB_DEV, LL_TASK_CWE, '\t', 0, 7, 6, 7, 0, 2000, 2000,
-     "contextual word self-similarity: the first 2000 unique STS-B dev sentences"},
+     "contextual word self-similarity; this file: the reference selection (the first "
+     "2000 distinct STS-B dev sentences); the default sampled selection draws from every "
+     "STS-B split"},
 };
 
 #define N_TASKS ((int)(sizeof tasks / sizeof tasks[0]))
@@ -225,6 +227,8 @@ static void excerpt(const char *s, char *out, size_t cap) {
     out[i] = 0;
 }
 
+static char *copy_into(char **dst, const char *s);
+
 /* ---- parsing ---------------------------------------------------------------------- */
 
 #define MAX_FIELDS 16 /* only the first n_fields (at most 10) are looked at */
@@ -342,6 +346,7 @@ static ll_bench *bench_new(const char *name, ll_task_kind kind) {
 void ll_bench_free(ll_bench *b) {
     if (!b) return;
     free(b->items);
+    free(b->item_file);
     free(b->skipped);
     free(b->text);
     free(b);
@@ -457,7 +462,139 @@ ll_bench *ll_bench_load(const char *data_dir, const ll_task *t, ll_error *err) {
     }
     memcpy(b->sha256, sha, sizeof sha);
     b->bytes = len;
+    b->n_files = 1;
+    b->files[0] = (ll_bench_file){t->file, len, "", b->n_lines, b->n_skipped};
+    memcpy(b->files[0].sha256, sha, sizeof sha);
     return b;
+}
+
+/* ---- the STS-B sentence pool ----------------------------------------------------- */
+
+const char *const ll_stsb_pool_files[LL_BENCH_MAX_FILES] = {STSB_TRAIN, STSB_DEV, STSB_TEST};
+
+/* Each split read as the selfsim_words file is (distinct within the file),
+ * then merged; max_items 0: every sentence. */
+static const ll_task pool_parts[LL_BENCH_MAX_FILES] = {
+    {"selfsim_words", STSB_TRAIN, LL_TASK_CWE, '\t', 0, 7, 6, 7, 0, 0, 0, "STS-B train sentences"},
+    {"selfsim_words", STSB_DEV, LL_TASK_CWE, '\t', 0, 7, 6, 7, 0, 0, 0, "STS-B dev sentences"},
+    {"selfsim_words", STSB_TEST, LL_TASK_CWE, '\t', 0, 7, 6, 7, 0, 0, 0, "STS-B test sentences"},
+};
+
+static const ll_task pool_task = {
+    "selfsim_words", STSB_TRAIN ", " STSB_DEV ", " STSB_TEST, LL_TASK_CWE, '\t', 0, 7, 6, 7,
+    0, 0, LL_STSB_POOL_EXPECTED,
+    "contextual word self-similarity: the distinct sentences of the three STS-B splits"};
+
+/* Appends the skips of one part to the pool, each reason prefixed with its
+ * file (line numbers alone would be ambiguous). */
+static int pool_add_skips(ll_bench *pool, const ll_bench *part, int *cap) {
+    for (int i = 0; i < part->n_skipped; i++) {
+        if (pool->n_skipped == *cap) {
+            int nc = *cap ? 2 * *cap : 16;
+            ll_skip *s = realloc(pool->skipped, (size_t)nc * sizeof *s);
+            if (!s) return -1;
+            pool->skipped = s, *cap = nc;
+        }
+        ll_skip *s = &pool->skipped[pool->n_skipped++];
+        s->line = part->skipped[i].line;
+        snprintf(s->reason, sizeof s->reason, "%s: %s", part->task->file,
+                 part->skipped[i].reason);
+    }
+    return 0;
+}
+
+/* Merges the parts: each sentence once, in part order; strings copied. */
+static ll_bench *pool_merge(ll_bench *const *part, ll_error *err) {
+    size_t bytes = 0;
+    int total = 0, cap_skips = 0;
+    for (int p = 0; p < LL_BENCH_MAX_FILES; p++) {
+        total += part[p]->n;
+        for (int i = 0; i < part[p]->n; i++) bytes += strlen(part[p]->items[i].a) + 1;
+    }
+    ll_bench *b = bench_new("selfsim_words", LL_TASK_CWE);
+    strset seen = {0};
+    if (!b || !(b->text = malloc(bytes)) || !(b->items = malloc((size_t)total * sizeof *b->items)) ||
+        !(b->item_file = malloc((size_t)total * sizeof *b->item_file)) ||
+        strset_init(&seen, 1 << 15))
+        goto oom;
+    b->task = &pool_task;
+    char *dst = b->text;
+    for (int p = 0; p < LL_BENCH_MAX_FILES; p++) {
+        const ll_bench *pt = part[p];
+        for (int i = 0; i < pt->n; i++) {
+            int r = strset_add(&seen, pt->items[i].a, b->n);
+            if (r == -2) goto oom;
+            if (r != -1) continue; /* seen in an earlier split */
+            b->item_file[b->n] = p;
+            b->items[b->n++] = (ll_item){copy_into(&dst, pt->items[i].a), NULL, 0,
+                                         pt->items[i].line};
+        }
+        if (pool_add_skips(b, pt, &cap_skips)) goto oom;
+        b->files[p] = pt->files[0];
+        b->n_lines += pt->n_lines;
+        b->bytes += pt->bytes;
+        b->n_extra_fields += pt->n_extra_fields;
+    }
+    b->n_files = LL_BENCH_MAX_FILES;
+    b->n_available = b->n;
+    strset_free(&seen);
+    return b;
+oom:
+    strset_free(&seen);
+    ll_bench_free(b);
+    ll_errorf(err, "selfsim_words: out of memory merging the STS-B sentences");
+    return NULL;
+}
+
+ll_bench *ll_bench_load_stsb_pool(const char *data_dir, ll_error *err) {
+    ll_bench *part[LL_BENCH_MAX_FILES] = {0}, *pool = NULL;
+    int p = 0;
+    for (; p < LL_BENCH_MAX_FILES; p++)
+        if (!(part[p] = ll_bench_load(data_dir, &pool_parts[p], err))) break;
+    if (p == LL_BENCH_MAX_FILES) pool = pool_merge(part, err);
+    for (int i = 0; i < LL_BENCH_MAX_FILES; i++) ll_bench_free(part[i]);
+    return pool;
+}
+
+ll_bench *ll_bench_subset(const ll_bench *b, const int *idx, int n, ll_error *err) {
+    if (n <= 0) {
+        ll_errorf(err, "%s: an empty subset", b->name);
+        return NULL;
+    }
+    size_t bytes = 0;
+    for (int k = 0; k < n; k++) {
+        const ll_item *it = &b->items[idx[k]];
+        bytes += strlen(it->a) + 1 + (it->b ? strlen(it->b) + 1 : 0);
+    }
+    ll_bench *s = bench_new(b->name, b->kind);
+    if (!s || !(s->text = malloc(bytes)) || !(s->items = malloc((size_t)n * sizeof *s->items)) ||
+        (b->item_file && !(s->item_file = malloc((size_t)n * sizeof *s->item_file))) ||
+        (b->n_skipped &&
+         !(s->skipped = malloc((size_t)b->n_skipped * sizeof *s->skipped)))) {
+        ll_bench_free(s);
+        ll_errorf(err, "%s: out of memory for %d items", b->name, n);
+        return NULL;
+    }
+    char *dst = s->text;
+    for (int k = 0; k < n; k++) {
+        const ll_item *it = &b->items[idx[k]];
+        s->items[k] = *it;
+        s->items[k].a = copy_into(&dst, it->a);
+        s->items[k].b = it->b ? copy_into(&dst, it->b) : NULL;
+        if (s->item_file) s->item_file[k] = b->item_file[idx[k]];
+    }
+    if (b->n_skipped) memcpy(s->skipped, b->skipped, (size_t)b->n_skipped * sizeof *s->skipped);
+    s->task = b->task;
+    s->n = n;
+    s->n_lines = b->n_lines;
+    s->n_skipped = b->n_skipped;
+    s->n_available = b->n;
+    s->n_extra_fields = b->n_extra_fields;
+    s->bytes = b->bytes;
+    memcpy(s->sha256, b->sha256, sizeof s->sha256);
+    s->n_files = b->n_files;
+    memcpy(s->files, b->files, sizeof s->files);
+    return s;
 }
 
 /* ---- custom items ------------------------------------------------------------- */
@@ -576,6 +713,17 @@ json_t *ll_bench_info_json(const ll_bench *b) {
         json_object_set_new(o, "n_available", json_integer(b->n_available));
         json_object_set_new(o, "bytes", json_integer((json_int_t)b->bytes));
         if (b->sha256[0]) json_object_set_new(o, "sha256", json_string(b->sha256));
+    }
+    if (o && b->n_files > 1) {
+        json_t *files = json_array();
+        for (int i = 0; i < b->n_files; i++) {
+            const ll_bench_file *f = &b->files[i];
+            json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:i, s:i}", "file", f->path,
+                                                   "bytes", (json_int_t)f->bytes, "sha256",
+                                                   f->sha256, "n_lines", f->n_lines,
+                                                   "n_skipped", f->n_skipped));
+        }
+        json_object_set_new(o, "files", files);
     }
     return o;
 }

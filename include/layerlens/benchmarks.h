@@ -18,9 +18,12 @@
  * and the reason; the task keeps going with the other lines.
  *
  * Items are kept in file order; repeated words, pairs and sentences are kept
- * (WS-353 lists money/cash twice), except for the CWE token set, which is by
- * definition the unique sentences of STS-B dev.  ll_bench_unique() gives the
- * distinct texts so each is embedded once.
+ * (WS-353 lists money/cash twice), except for the CWE sentence sets, which
+ * are by definition distinct sentences: the registry's selfsim_words entry
+ * is the reference set (the first 2000 distinct sentences of STS-B dev), and
+ * ll_bench_load_stsb_pool() gives the pool the sampled selection draws from
+ * (every distinct sentence of the three STS-B splits).  ll_bench_unique()
+ * gives the distinct texts of a bench so each is embedded once.
  *
  * A loaded ll_bench is immutable: share it between threads freely. */
 #ifndef LAYERLENS_BENCHMARKS_H
@@ -87,6 +90,15 @@ typedef struct ll_skip {
     char reason[LL_SKIP_REASON_MAX];   /* e.g. "field 3 is not a number: \"x\"" */
 } ll_skip;
 
+/* One file a bench was read from. */
+#define LL_BENCH_MAX_FILES 3
+typedef struct ll_bench_file {
+    const char *path;       /* relative to the data directory */
+    size_t bytes;
+    char sha256[65];
+    int n_lines, n_skipped;
+} ll_bench_file;
+
 typedef struct ll_bench {
     char name[64];          /* the task's name, or the custom data's */
     const ll_task *task;    /* registry entry; NULL for custom data */
@@ -100,7 +112,12 @@ typedef struct ll_bench {
                                STS-B dev sentences); n elsewhere */
     int n_extra_fields;     /* lines with more fields than used */
     size_t bytes;           /* size of the file (0 for custom data) */
-    char sha256[65];        /* hex digest of the file ("" for custom data) */
+    char sha256[65];        /* hex digest of the file ("" for custom data and
+                               for data of several files: see files[]) */
+    int n_files;            /* files read: 0 custom data, 1, or 3 (the pool) */
+    ll_bench_file files[LL_BENCH_MAX_FILES];
+    int *item_file;         /* [n] index into files[] of each item's line;
+                               NULL unless n_files > 1 */
     char *text;             /* owns every string the items point to */
 } ll_bench;
 
@@ -110,6 +127,24 @@ ll_bench *ll_bench_parse(const ll_task *t, const char *data, size_t len,
                          ll_error *err);
 /* Reads data_dir/t->file, checksums and parses it; errors name the file. */
 ll_bench *ll_bench_load(const char *data_dir, const ll_task *t, ll_error *err);
+/* The pool of selfsim_words' sampled selection: every distinct sentence of
+ * the three STS-B splits, read in the order train, dev, test, sentence1
+ * then sentence2 of each line, each sentence once (its first occurrence).
+ * Each file is parsed like the selfsim_words file (TAB, 7 fields, the two
+ * sentence fields checked); a skipped line's reason names its file.  Items
+ * carry their line, item_file[] their file (0 train, 1 dev, 2 test); the bench's
+ * task is a pseudo-task named "selfsim_words" (not in the registry) whose
+ * file lists the three paths.  15487 sentences for the published files. */
+#define LL_STSB_POOL_EXPECTED 15487
+ll_bench *ll_bench_load_stsb_pool(const char *data_dir, ll_error *err);
+/* The three STS-B files of the pool, relative to the data directory. */
+extern const char *const ll_stsb_pool_files[LL_BENCH_MAX_FILES];
+
+/* A new bench of the items idx[0..n) of b (in that order), strings copied,
+ * lines, item files, files and checksums kept; n_available becomes b->n (what the
+ * subset was taken from).  Indices must be valid and n >= 1. */
+ll_bench *ll_bench_subset(const ll_bench *b, const int *idx, int n, ll_error *err);
+
 /* Custom data of a request: copies the items (strings included).  Every
  * item must have a non-empty, valid UTF-8 `a`; `b` too for pair kinds, and a
  * finite gold for kinds with gold; the error names the first bad item
@@ -135,8 +170,9 @@ void ll_bench_gold(const ll_bench *b, double *out);
 
 /* {"task", "kind", "metric", "file", "n", "n_expected", "n_lines",
  *  "n_skipped", "skipped": [{"line", "reason"}], "bytes", "sha256"} for
- * GET /v1/benchmarks (file/n_expected/bytes/sha256 only for files).
- * NULL when out of memory. */
+ * GET /v1/benchmarks (file/n_expected/bytes/sha256 only for files; data of
+ * several files adds "files": [{"file", "bytes", "sha256", "n_lines",
+ * "n_skipped"}] and has no single sha256).  NULL when out of memory. */
 json_t *ll_bench_info_json(const ll_bench *b);
 
 /* Lower-case hex SHA-256 of data[0..len) (OpenSSL libcrypto). */
