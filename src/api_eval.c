@@ -716,6 +716,29 @@ int api_evaluation_job(ll_request *r, const char *url, const char *method) {
 
 /* ---- GET /v1/benchmarks ---- */
 
+/* selfsim_words lists the file of its reference selection like every task;
+ * the default, sampled selection reads the pool of every distinct STS-B
+ * sentence, described here: its files, size and checksums. */
+static json_t *sampled_pool_json(const char *data_dir) {
+    json_t *o = json_pack("{s:i, s:I}", "n_default", LL_CWE_DEFAULT_N, "seed_default",
+                          (json_int_t)LL_CWE_SEED);
+    ll_error err = {{0}};
+    ll_bench *pool = data_dir ? ll_bench_load_stsb_pool(data_dir, &err) : NULL;
+    json_t *info = pool ? ll_bench_info_json(pool) : NULL;
+    if (info) {
+        json_object_set(o, "n_available", json_object_get(info, "n"));
+        json_object_set(o, "files", json_object_get(info, "files"));
+        json_object_set_new(o, "available", json_true());
+    } else {
+        json_object_set_new(o, "available", json_false());
+        json_object_set_new(o, "reason", json_string(data_dir ? err.msg
+                            : "no data directory configured (--data DIR)"));
+    }
+    json_decref(info);
+    ll_bench_free(pool);
+    return o;
+}
+
 static json_t *benchmarks_json(const char *data_dir) {
     json_t *tasks = json_array(), *paper = json_array();
     for (int i = 0; i < ll_task_count(); i++) {
@@ -737,14 +760,15 @@ static json_t *benchmarks_json(const char *data_dir) {
         }
         json_decref(info);
         ll_bench_free(b);
+        if (t->kind == LL_TASK_CWE) json_object_set_new(e, "sampled", sampled_pool_json(data_dir));
         json_array_append_new(tasks, e);
     }
     for (int i = 0; ll_eval_paper_tasks[i]; i++)
         json_array_append_new(paper, json_string(ll_eval_paper_tasks[i]));
-    return json_pack("{s:o, s:o, s:o, s:{s:[s, s], s:[s, s, s]}}", "data_dir",
+    return json_pack("{s:o, s:o, s:o, s:{s:[s, s], s:[s, s, s], s:[s, s]}}", "data_dir",
                      data_dir ? json_string(data_dir) : json_null(), "paper_tasks", paper,
                      "tasks", tasks, "methods", "word", "bos", "plain", "sentence", "eos",
-                     "last", "mean");
+                     "last", "mean", "selfsim_words", "sampled", "reference");
 }
 
 int api_benchmarks(ll_request *r, json_t *body) {

@@ -37,11 +37,17 @@ typedef struct ev_task {
     ll_eval_text *texts;
     int *a_idx, *b_idx;     /* per item: text of a and b (-1: none) */
     int attr_idx[2 * LL_VALNORM_N]; /* valnorm: pleasant then unpleasant */
+    /* CWE: how each item's token is named (index[i], or i when NULL) */
+    const long *index;
+    long *index_owned;
+    int index_mode;
+    json_t *selection;      /* CWE: the selection_method object of the result */
 } ev_task;
 
 static void task_free(ev_task *t) {
     if (t->owned) ll_bench_free(t->bench);
-    free(t->texts), free(t->a_idx), free(t->b_idx);
+    free(t->texts), free(t->a_idx), free(t->b_idx), free(t->index_owned);
+    json_decref(t->selection);
     memset(t, 0, sizeof *t);
 }
 
@@ -66,7 +72,7 @@ static int text_index(ev_task *t, const char *s) {
 }
 
 /* Lists the distinct texts of a task (CWE: every item, it has a position). */
-static int task_plan(ev_task *t, const long *index, ll_error *err) {
+static int task_plan(ev_task *t, ll_error *err) {
     ll_bench *b = t->bench;
     int extra = t->kind == LL_TASK_VALNORM ? 2 * LL_VALNORM_N : 0;
     t->a_idx = malloc((size_t)b->n * sizeof(int));
@@ -75,8 +81,10 @@ static int task_plan(ev_task *t, const long *index, ll_error *err) {
     if (!t->a_idx || !t->b_idx || !t->texts) return ll_errorf(err, "out of memory");
     if (t->kind == LL_TASK_CWE) {
         for (int i = 0; i < b->n; i++) {
-            /* built-in: sentence k's token k mod n; custom: the given index */
-            t->texts[i] = (ll_eval_text){b->items[i].a, index ? index[i] : i, !index};
+            /* reference: sentence k's token k mod n; sampled: a draw;
+             * custom: the given index */
+            t->texts[i] = (ll_eval_text){b->items[i].a, t->index ? t->index[i] : i,
+                                         t->index_mode};
             t->a_idx[i] = i, t->b_idx[i] = -1;
         }
         t->n_texts = b->n;
@@ -95,6 +103,93 @@ static int task_plan(ev_task *t, const long *index, ll_error *err) {
             t->attr_idx[LL_VALNORM_N + i] = text_index(t, ll_valnorm_unpleasant[i]);
         }
     return 0;
+}
+
+/* ---- selfsim_words: the selections ------------------------------------- */
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+typedef struct cwe_key {
+    uint64_t key, draw;
+    int idx; /* in the pool */
+} cwe_key;
+
+static int cmp_key(const void *a, const void *b) {
+    const cwe_key *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int cmp_idx(const void *a, const void *b) {
+    const cwe_key *x = a, *y = b;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* The sampled selection: each distinct STS-B sentence gets a key and a
+ * token draw from splitmix64 over seed ^ FNV-1a(sentence); the n smallest
+ * keys win (ties: pool order), kept in pool order.  Hashing the sentence
+ * rather than shuffling positions makes a sentence's fate independent of
+ * the rest of the pool: the same files, seed and n give the same tokens,
+ * and a smaller n takes a subset of a larger one. */
+static int cwe_sample(const ll_eval_env *env, const ll_eval_request *req, ev_task *t,
+                      ll_error *err) {
+    ll_bench *pool = ll_bench_load_stsb_pool(env->data_dir, err);
+    if (!pool) return -1;
+    int n_pool = pool->n, n = req->cwe_n < n_pool ? req->cwe_n : n_pool, rc = -1;
+    cwe_key *keys = malloc((size_t)n_pool * sizeof *keys);
+    int *idx = malloc((size_t)n * sizeof *idx);
+    t->index_owned = malloc((size_t)n * sizeof *t->index_owned);
+    if (!keys || !idx || !t->index_owned) {
+        ll_errorf(err, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_pool; i++) {
+        uint64_t st = req->cwe_seed ^ fnv1a64(pool->items[i].a);
+        keys[i].key = ll_splitmix64(&st);
+        keys[i].draw = ll_splitmix64(&st);
+        keys[i].idx = i;
+    }
+    qsort(keys, (size_t)n_pool, sizeof *keys, cmp_key);
+    qsort(keys, (size_t)n, sizeof *keys, cmp_idx);
+    for (int k = 0; k < n; k++) {
+        idx[k] = keys[k].idx;
+        t->index_owned[k] = (long)(keys[k].draw >> 1); /* >= 0 as a long */
+    }
+    if (!(t->bench = ll_bench_subset(pool, idx, n, err))) goto done;
+    t->index = t->index_owned;
+    t->index_mode = LL_EV_INDEX_DRAW;
+    t->selection = json_pack("{s:s, s:b, s:i, s:i, s:i, s:b, s:I, s:s, s:s}", "name", "sampled",
+                             "default", 1, "n_requested", req->cwe_n, "n_drawn", n,
+                             "n_available", n_pool, "capped", req->cwe_n > n_pool, "seed",
+                             (json_int_t)req->cwe_seed, "sentences",
+                             "the distinct sentences of stsb/sts-train.csv, sts-dev.csv and "
+                             "sts-test.csv, n drawn without replacement",
+                             "token", "one per sentence, uniform over its text tokens at model "
+                             "position >= 1 (position 0 and special tokens never drawn)");
+    rc = 0;
+done:
+    ll_bench_free(pool);
+    free(keys), free(idx);
+    return rc;
+}
+
+/* The reference selection (the registry's selfsim_words file). */
+static json_t *cwe_reference_json(const ll_bench *b) {
+    return json_pack("{s:s, s:b, s:i, s:i, s:i, s:s, s:s}", "name", "reference", "default", 0,
+                     "n_requested", b->task ? b->task->max_items : b->n, "n_drawn", b->n,
+                     "n_available", b->n_available, "sentences",
+                     "the first 2000 distinct sentences of stsb/sts-dev.csv (the fixture "
+                     "reference's set)", "token", "sentence k with n text tokens: token k mod n");
+}
+
+static json_t *cwe_explicit_json(const ll_bench *b) {
+    return json_pack("{s:s, s:b, s:i, s:s, s:s}", "name", "explicit", "default", 0, "n_drawn",
+                     b->n, "sentences", "the request's items", "token",
+                     "the given text token index");
 }
 
 /* ---- one model's run of one task ---------------------------------------- */
@@ -354,11 +449,15 @@ static json_t *skipped_json(const ev_task *t, const ev_run *r, int *n_skipped) {
         int ti[2] = {t->a_idx[i], t->b_idx[i]};
         for (int k = 0; k < 2; k++) {
             if (ti[k] < 0 || r->ok[ti[k]]) continue;
-            if (n++ < MAX_SKIPPED_LISTED)
-                json_array_append_new(a, json_pack("{s:i, s:i, s:s, s:s}", "item", i, "line",
-                                                   t->bench->items[i].line, "text",
-                                                   t->texts[ti[k]].text, "reason",
-                                                   r->reason[ti[k]]));
+            if (n++ < MAX_SKIPPED_LISTED) {
+                json_t *e = json_pack("{s:i, s:i, s:s, s:s}", "item", i, "line",
+                                      t->bench->items[i].line, "text", t->texts[ti[k]].text,
+                                      "reason", r->reason[ti[k]]);
+                if (t->bench->item_file) /* lines of several files: say which */
+                    json_object_set_new(e, "file", json_string(
+                        t->bench->files[t->bench->item_file[i]].path));
+                json_array_append_new(a, e);
+            }
             break;
         }
     }
@@ -387,16 +486,21 @@ static json_t *per_item_json(const ev_run *r) {
     return all;
 }
 
-/* The CWE token selection (details): n, i and the token id per sentence. */
+/* The CWE token selection (details): per sentence its text, n, i, the
+ * model position of the token and its id. */
 static json_t *selection_json(const ev_task *t, const ev_run *r) {
-    json_t *n = json_array(), *idx = json_array(), *id = json_array();
+    json_t *n = json_array(), *idx = json_array(), *id = json_array(), *pos = json_array();
+    json_t *text = json_array();
     for (int i = 0; i < t->n_texts; i++) {
         int ok = r->ok[i];
+        json_array_append_new(text, json_string(t->texts[i].text));
         json_array_append_new(n, ok ? json_integer(r->picks[i].n_text) : json_null());
         json_array_append_new(idx, ok ? json_integer(r->picks[i].token_index) : json_null());
+        json_array_append_new(pos, ok ? json_integer(r->picks[i].begin) : json_null());
         json_array_append_new(id, ok ? json_integer(r->picks[i].token_id) : json_null());
     }
-    return json_pack("{s:o, s:o, s:o}", "n_text_tokens", n, "token_index", idx, "token_id", id);
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "sentence", text, "n_text_tokens", n,
+                     "token_index", idx, "position", pos, "token_id", id);
 }
 
 static const char *ci_method(ll_task_kind k) {
@@ -435,6 +539,7 @@ static int run_json(const ev_task *t, ev_run *r, int details, json_t **out, ll_e
     json_object_set_new(o, "skipped", sk);
     json_object_set_new(o, "n_texts", json_integer(t->n_texts));
     json_object_set_new(o, "n_truncated", json_integer(n_trunc));
+    if (t->selection) json_object_set(o, "selection_method", t->selection);
     if (details && !lower) json_object_set_new(o, "per_item", per_item_json(r));
     if (details && t->kind == LL_TASK_CWE) json_object_set_new(o, "selection", selection_json(t, r));
     *out = o;
@@ -543,9 +648,17 @@ static int load_tasks(const ll_eval_env *env, const ll_eval_request *req, ev_tas
         t->kind = req->tasks[i]->kind;
         t->owned = 1;
         *n_tasks = n;
-        if (!(t->bench = ll_bench_load(env->data_dir, req->tasks[i], err))) return -1;
+        if (t->kind == LL_TASK_CWE && req->cwe == LL_CWE_SAMPLED) {
+            if (cwe_sample(env, req, t, err)) return -1;
+        } else {
+            if (!(t->bench = ll_bench_load(env->data_dir, req->tasks[i], err))) return -1;
+            if (t->kind == LL_TASK_CWE) {
+                t->index_mode = LL_EV_INDEX_MOD;
+                t->selection = cwe_reference_json(t->bench);
+            }
+        }
         t->variant = task_variant(req, t->kind);
-        if (task_plan(t, NULL, err)) return -1;
+        if (task_plan(t, err)) return -1;
     }
     ll_bench *custom[2] = {req->pairs, req->items};
     for (int c = 0; c < 2; c++) {
@@ -556,7 +669,12 @@ static int load_tasks(const ll_eval_env *env, const ll_eval_request *req, ev_tas
         t->bench = custom[c]; /* the request's: not owned */
         t->kind = custom[c]->kind;
         t->variant = task_variant(req, t->kind);
-        if (task_plan(t, c == 1 ? req->item_index : NULL, err)) return -1;
+        if (t->kind == LL_TASK_CWE) {
+            t->index = req->item_index;
+            t->index_mode = LL_EV_INDEX_GIVEN;
+            t->selection = cwe_explicit_json(t->bench);
+        }
+        if (task_plan(t, err)) return -1;
     }
     *n_tasks = n;
     return 0;
@@ -594,6 +712,19 @@ static int run_task(const ll_eval_env *env, const ll_eval_request *req, ev_task 
     json_decref(per_model);
     run_free(&runs[0]), run_free(&runs[1]);
     return rc;
+}
+
+/* The methods as run, defaults filled in. */
+static json_t *method_json(const ll_eval_request *req) {
+    static const char *const sent[] = {"eos", "last", "mean"};
+    json_t *o = json_pack("{s:s, s:s, s:s}", "word", req->word == LL_WORD_PLAIN ? "plain" : "bos",
+                          "sentence", sent[req->sentence], "selfsim_words",
+                          req->cwe == LL_CWE_SAMPLED ? "sampled" : "reference");
+    if (req->cwe == LL_CWE_SAMPLED) {
+        json_object_set_new(o, "selfsim_words_n", json_integer(req->cwe_n));
+        json_object_set_new(o, "selfsim_words_seed", json_integer((json_int_t)req->cwe_seed));
+    }
+    return o;
 }
 
 static json_t *data_json(const ev_task *tasks, int n) {
@@ -637,6 +768,7 @@ int ll_eval_run(const ll_eval_env *env_in, const ll_eval_request *req, json_t **
                             json_pack("{s:i, s:i}", "n_layer", cfg->n_layer, "width", cfg->width));
     }
     json_object_set_new(result, "models", models);
+    json_object_set_new(result, "method", method_json(req));
     json_object_set_new(result, "timing_ms", json_real(t_end - t0));
     json_object_set_new(result, "timing",
                         json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:I}", "load_ms", t_plan - t0,

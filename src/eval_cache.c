@@ -63,8 +63,8 @@ int ev_key_text(ev_key *k, const ll_eval_text *t) {
     size_t tl = strlen(t->text);
     if (key_reserve(k, k->prefix + tl + 48)) return -1;
     int n = 0;
-    if (t->index || t->mod) /* only CWE texts carry a position */
-        n = snprintf(k->buf + k->prefix, 48, "%ld/%d", t->index, t->mod);
+    if (t->index || t->index_mode) /* only CWE texts carry a position */
+        n = snprintf(k->buf + k->prefix, 48, "%ld/%d", t->index, t->index_mode);
     k->buf[k->prefix + n] = 0;
     memcpy(k->buf + k->prefix + n + 1, t->text, tl);
     k->len = k->prefix + n + 1 + tl;

@@ -30,8 +30,10 @@ static const char *usage_eval =
     "                     \"paper\" = the paper's ten, \"all\"; repeatable or comma-separated\n"
     "  --data DIR         the benchmark files (default $LAYERLENS_DATA)\n"
     "  --layers SPEC      all (default) | 0,6,12 | final | projected (CLIP only)\n"
-    "  --method M         word=bos|plain, sentence=eos|last|mean (comma-separated;\n"
-    "                     bos, plain, eos, last, mean alone work too)\n"
+    "  --method M         word=bos|plain, sentence=eos|last|mean,\n"
+    "                     selfsim_words=sampled|reference, selfsim_words_n=N,\n"
+    "                     selfsim_words_seed=S (comma-separated; bos, plain, eos,\n"
+    "                     last, mean, sampled, reference alone work too)\n"
     "  --pairs FILE       custom pairs: a TAB b TAB gold per line (task custom_pairs)\n"
     "  --items FILE       custom self-similarity items: one sentence per line, or\n"
     "                     sentence TAB token-index (task custom_items)\n"
@@ -107,8 +109,13 @@ static int add_method(json_t *body, const char *spec, ll_error *err) {
         if (eq) *eq = 0, key = t;
         else if (!strcmp(t, "bos") || !strcmp(t, "plain")) key = "word";
         else if (!strcmp(t, "eos") || !strcmp(t, "last") || !strcmp(t, "mean")) key = "sentence";
+        else if (!strcmp(t, "sampled") || !strcmp(t, "reference")) key = "selfsim_words";
         else return ll_errorf(err, "--method: unknown method '%s'", t);
-        json_object_set_new(m, key, json_string(val));
+        /* selfsim_words_n=500, selfsim_words_seed=7: numbers in the JSON */
+        char *end;
+        long long x = strtoll(val, &end, 10);
+        if (*val >= '0' && *val <= '9' && !*end) json_object_set_new(m, key, json_integer(x));
+        else json_object_set_new(m, key, json_string(val));
     }
     return 0;
 }

@@ -59,7 +59,19 @@ static int pick_rows(ll_eval_variant v, const ll_eval_text *t, int T, int b,
         return 0;
     case LL_EV_CWE: {
         long i = t->index;
-        if (t->mod) i = ((i % n) + n) % n;
+        if (t->index_mode == LL_EV_INDEX_MOD) i = ((i % n) + n) % n;
+        if (t->index_mode == LL_EV_INDEX_DRAW) {
+            /* never model position 0 (GPT-2's first token, whose states are
+             * an outlier at every layer) nor a special token: the text
+             * tokens from position max(b, 1) on */
+            int lo = b >= 1 ? 0 : 1;
+            if (n - lo <= 0) {
+                ll_errorf(err, "no token to draw: the text has %d token%s and position 0 "
+                          "is never drawn", n, n == 1 ? "" : "s");
+                return 1;
+            }
+            i = lo + (t->index < 0 ? 0 : t->index) % (n - lo);
+        }
         if (i < 0 || i >= n) {
             ll_errorf(err, "token index %ld is out of range (the text has %d tokens)",
                       t->index, n);

@@ -18,6 +18,9 @@ struct ll_eval_request {
     ll_layer_sel sel[2];         /* per model: integer layers, then final, projected */
     ll_word_method word;
     ll_sent_method sentence;
+    ll_cwe_method cwe;           /* selfsim_words' selection */
+    int cwe_n;                   /* sampled: sentences wanted */
+    uint64_t cwe_seed;           /* sampled: the seed of both draws */
     ll_bench *pairs;             /* custom pairs, or NULL */
     ll_bench *items;             /* custom self-similarity items, or NULL */
     long *item_index;            /* [items->n] token indices (CWE items), or NULL */
@@ -27,7 +30,7 @@ struct ll_eval_request {
     int details;
 };
 
-/* A cache key: the model, the method and the text (index/mod for CWE), one
+/* A cache key: the model, the method and the text (index/mode for CWE), one
  * byte string; the layer item is matched separately. */
 typedef struct ev_key {
     char *buf;

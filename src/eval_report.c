@@ -482,6 +482,20 @@ static void md_header(sbuf *b, const json_t *result, const char *gpt2_dir,
     json_object_foreach(json_object_get(result, "data"), task, d) {
         const char *file = json_string_value(json_object_get(d, "file"));
         const char *sha = json_string_value(json_object_get(d, "sha256"));
+        json_t *files = json_object_get(d, "files");
+        if (json_array_size(files) > 0) { /* the sampled selfsim_words: one row per file */
+            size_t i;
+            json_t *f;
+            json_array_foreach(files, i, f)
+                sb_printf(b, "| %s | %s | | %lld | `%s` |\n", i ? "" : task,
+                          json_string_value(json_object_get(f, "file")),
+                          (long long)json_integer_value(json_object_get(f, "n_skipped")),
+                          json_string_value(json_object_get(f, "sha256")));
+            sb_printf(b, "| | sentences drawn of %lld distinct | %lld | | |\n",
+                      (long long)json_integer_value(json_object_get(d, "n_available")),
+                      (long long)json_integer_value(json_object_get(d, "n")));
+            continue;
+        }
         sb_printf(b, "| %s | %s | %lld | %lld | `%s` |\n", task, file ? file : "(request)",
                   (long long)json_integer_value(json_object_get(d, "n")),
                   (long long)json_integer_value(json_object_get(d, "n_skipped")), sha ? sha : "-");
@@ -540,9 +554,19 @@ static void md_tasks(sbuf *b, const json_t *result) {
             if (sk) sb_printf(b, " (%lld skipped)", sk);
             sb_printf(b, ";");
         }
-        sb_printf(b, " interval: %s.\n\nPaper: ",
-                  json_string_value(json_object_get(json_object_iter_value(json_object_iter(tr)),
-                                                    "ci_method")));
+        json_t *first = json_object_iter_value(json_object_iter(tr));
+        sb_printf(b, " interval: %s.", json_string_value(json_object_get(first, "ci_method")));
+        json_t *sm = json_object_get(first, "selection_method");
+        if (sm) {
+            sb_printf(b, " Token selection `%s`: %s; %s",
+                      json_string_value(json_object_get(sm, "name")),
+                      json_string_value(json_object_get(sm, "sentences")),
+                      json_string_value(json_object_get(sm, "token")));
+            if (json_is_integer(json_object_get(sm, "seed")))
+                sb_printf(b, "; seed %lld", (long long)json_integer_value(json_object_get(sm, "seed")));
+            sb_printf(b, ".");
+        }
+        sb_printf(b, "\n\nPaper: ");
         md_paper(b, task);
         sb_printf(b, "\n");
     }

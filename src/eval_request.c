@@ -173,16 +173,30 @@ static int parse_layers_for(ll_layer_sel *sel, const ll_model *m, const json_t *
     return 0;
 }
 
+/* A non-negative integer method option no larger than max. */
+static int method_int(const json_t *v, const char *key, json_int_t min, json_int_t max,
+                      json_int_t *out, ll_error *err) {
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return ll_errorf(err, "method.%s: expected an integer %lld..%lld", key, (long long)min,
+                         (long long)max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
 static int parse_method(ll_eval_request *r, const json_t *j, ll_error *err) {
     r->word = LL_WORD_BOS, r->sentence = LL_SENT_EOS;
+    r->cwe = LL_CWE_SAMPLED, r->cwe_n = LL_CWE_DEFAULT_N, r->cwe_seed = LL_CWE_SEED;
     if (!j) return 0;
     if (!json_is_object(j))
         return ll_errorf(err, "method: expected {\"word\": \"bos\"|\"plain\", "
-                         "\"sentence\": \"eos\"|\"last\"|\"mean\"}");
+                         "\"sentence\": \"eos\"|\"last\"|\"mean\", "
+                         "\"selfsim_words\": \"sampled\"|\"reference\"}");
     const char *key;
     json_t *v;
+    int sampled_only = 0;
     json_object_foreach((json_t *)j, key, v) {
         const char *s = json_string_value(v);
+        json_int_t x;
         if (!strcmp(key, "word")) {
             if (s && !strcmp(s, "bos")) r->word = LL_WORD_BOS;
             else if (s && !strcmp(s, "plain")) r->word = LL_WORD_PLAIN;
@@ -192,10 +206,26 @@ static int parse_method(ll_eval_request *r, const json_t *j, ll_error *err) {
             else if (s && !strcmp(s, "last")) r->sentence = LL_SENT_LAST;
             else if (s && !strcmp(s, "mean")) r->sentence = LL_SENT_MEAN;
             else return ll_errorf(err, "method.sentence: expected \"eos\", \"last\" or \"mean\"");
+        } else if (!strcmp(key, "selfsim_words")) {
+            if (s && !strcmp(s, "sampled")) r->cwe = LL_CWE_SAMPLED;
+            else if (s && !strcmp(s, "reference")) r->cwe = LL_CWE_REFERENCE;
+            else return ll_errorf(err, "method.selfsim_words: expected \"sampled\" or "
+                                  "\"reference\"");
+        } else if (!strcmp(key, "selfsim_words_n")) {
+            if (method_int(v, key, 1, LL_EVAL_MAX_CUSTOM, &x, err)) return -1;
+            r->cwe_n = (int)x, sampled_only = 1;
+        } else if (!strcmp(key, "selfsim_words_seed")) {
+            if (method_int(v, key, 0, INT64_MAX, &x, err)) return -1;
+            r->cwe_seed = (uint64_t)x, sampled_only = 1;
         } else {
-            return ll_errorf(err, "method: unknown key '%.64s' (word, sentence)", key);
+            return ll_errorf(err, "method: unknown key '%.64s' (word, sentence, selfsim_words, "
+                             "selfsim_words_n, selfsim_words_seed)", key);
         }
     }
+    /* the reference selection is fixed: a size or seed would be ignored */
+    if (sampled_only && r->cwe != LL_CWE_SAMPLED)
+        return ll_errorf(err, "method: selfsim_words_n and selfsim_words_seed apply to the "
+                         "sampled selection only (method.selfsim_words is \"reference\")");
     return 0;
 }
 
@@ -242,6 +272,28 @@ static int parse_pairs(ll_eval_request *r, const json_t *j, const json_t *type,
     return r->pairs ? 0 : ll_error_prefix(err, "pairs");
 }
 
+/* An explicit (sentence, token index) list must name a token of every
+ * model asked for: the items are tokenized here so a bad index is the
+ * client's error (400), named, rather than an item quietly left out. */
+static int check_item_tokens(const ll_eval_request *r, ll_error *err) {
+    ll_tokens tk = {0};
+    int rc = 0;
+    for (int k = 0; k < r->n_models && rc == 0; k++) {
+        for (int i = 0; i < r->items->n && rc == 0; i++) {
+            ll_eval_text t = {r->items->items[i].a, r->item_index[i], LL_EV_INDEX_GIVEN};
+            ll_eval_pick pick;
+            ll_error e = {{0}};
+            ll_tokens_clear(&tk);
+            if (ll_eval_input_build(r->models[k], LL_EV_CWE, &t, &tk, &pick, &e))
+                rc = ll_errorf(err, "items[%d] [\"%.48s%s\", %ld]: %s for %s", i, t.text,
+                               strlen(t.text) > 48 ? "..." : "", t.index, e.msg,
+                               ll_model_id(r->models[k]));
+        }
+    }
+    ll_tokens_free(&tk);
+    return rc;
+}
+
 static int parse_items(ll_eval_request *r, const json_t *j, ll_error *err) {
     if (!j) return 0;
     if (!json_is_array(j) || json_array_size(j) == 0)
@@ -263,7 +315,7 @@ static int parse_items(ll_eval_request *r, const json_t *j, ll_error *err) {
             json_t *idx = json_array_get(v, 1);
             s = json_string_value(json_array_get(v, 0));
             if (!json_is_array(v) || json_array_size(v) != 2 || !s || !json_is_integer(idx) ||
-                json_integer_value(idx) < 0) {
+                json_integer_value(idx) < 0 || json_integer_value(idx) > INT32_MAX) {
                 free(items);
                 return ll_errorf(err, "items[%zu]: expected [sentence, token index >= 0] "
                                  "like the first item", i);
@@ -278,7 +330,8 @@ static int parse_items(ll_eval_request *r, const json_t *j, ll_error *err) {
     r->items = ll_bench_from_items("custom_items", indexed ? LL_TASK_CWE : LL_TASK_SENTENCES,
                                    items, (int)n, err);
     free(items);
-    return r->items ? 0 : ll_error_prefix(err, "items");
+    if (!r->items) return ll_error_prefix(err, "items");
+    return indexed ? check_item_tokens(r, err) : 0;
 }
 
 /* Thresholds must name tasks and models of this request, with numbers. */
@@ -331,11 +384,20 @@ static int check_files(const ll_eval_request *r, const ll_eval_env *env, ll_erro
         return ll_errorf(err, "no benchmark data directory is configured (--data DIR); "
                          "only custom pairs/items can be evaluated");
     for (int i = 0; i < r->n_tasks; i++) {
-        char path[4096];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", env->data_dir, r->tasks[i]->file);
-        if (stat(path, &st) != 0)
-            return ll_errorf(err, "task %s: data file %s is missing", r->tasks[i]->name, path);
+        const ll_task *t = r->tasks[i];
+        /* sampled selfsim_words reads the three STS-B splits instead */
+        int pool = t->kind == LL_TASK_CWE && r->cwe == LL_CWE_SAMPLED;
+        for (int f = 0; f < (pool ? LL_BENCH_MAX_FILES : 1); f++) {
+            char path[4096];
+            struct stat st;
+            snprintf(path, sizeof path, "%s/%s", env->data_dir,
+                     pool ? ll_stsb_pool_files[f] : t->file);
+            if (stat(path, &st) != 0)
+                return ll_errorf(err, "task %s: data file %s is missing%s", t->name, path,
+                                 pool ? " (the sampled selection reads every STS-B split; "
+                                 "method.selfsim_words \"reference\" needs sts-dev.csv only)"
+                                 : "");
+        }
     }
     return 0;
 }

@@ -248,6 +248,7 @@ static void check_selection(json_t *res, const char *model) {
 static void test_sentence_tasks(void **state) {
     (void)state;
     json_t *res = run("{\"tasks\": [\"stsb\", \"selfsim_sentences\", \"selfsim_words\"], "
+                      "\"method\": {\"selfsim_words\": \"reference\"}, "
                       "\"details\": true, \"bootstrap\": 0}");
     const char *tasks[] = {"stsb", "selfsim_sentences", "selfsim_words"};
     for (int i = 0; i < 3; i++) {
@@ -494,6 +495,7 @@ static void test_thresholds(void **state) {
     json_decref(res);
     /* self-similarity: passed when the best (lowest) is at most the threshold */
     res = run("{\"tasks\": [\"selfsim_words\"], \"models\": [\"clip\"], "
+              "\"method\": {\"selfsim_words\": \"reference\"}, "
               "\"thresholds\": {\"selfsim_words\": {\"clip\": 0.05}}}");
     assert_true(json_is_true(json_object_get(res, "passed")));
     json_decref(res);
@@ -505,7 +507,7 @@ static void test_thresholds(void **state) {
 static void test_bootstrap_comparison(void **state) {
     (void)state;
     const char *body = "{\"tasks\": [\"rg65\", \"valnorm\", \"selfsim_words\"], "
-                       "\"bootstrap\": 200}";
+                       "\"method\": {\"selfsim_words\": \"reference\"}, \"bootstrap\": 200}";
     json_t *a = run(body), *b = run(body);
     json_t *c = json_object_get(json_object_get(a, "comparisons"), "rg65");
     assert_non_null(c);
@@ -548,16 +550,21 @@ static void test_custom_items_and_layers(void **state) {
     assert_true(best == 0 || best == 4);
     json_decref(res);
 
-    /* an index beyond the sentence skips that item with a reason */
-    res = run("{\"items\": [[\"a cat\", 0], [\"a dog\", 1], [\"a bird\", 7], [\"a cow\", 0]], "
+    /* an index beyond the sentence is the client's error, naming the item
+     * and the model (it used to skip the item) */
+    expect_refused("{\"items\": [[\"a cat\", 0], [\"a dog\", 1], [\"a bird\", 7], "
+                   "[\"a cow\", 0]], \"models\": [\"gpt2\"], \"layers\": \"0,4,final\"}",
+                   "items[2] [\"a bird\", 7]: token index 7 is out of range");
+    expect_refused("{\"items\": [[\"a cat\", 0], [\"a dog\", 1], [\"a bird\", 7], "
+                   "[\"a cow\", 0]], \"models\": [\"gpt2\"]}", "for gpt2");
+    res = run("{\"items\": [[\"a cat\", 0], [\"a dog\", 1], [\"a bird\", 1], [\"a cow\", 0]], "
               "\"models\": [\"gpt2\"], \"layers\": \"0,4,final\"}");
     mr = model_result(res, "custom_items", "gpt2");
-    assert_int_equal(json_integer_value(json_object_get(mr, "n_skipped")), 1);
-    assert_int_equal(json_integer_value(json_object_get(mr, "n")), 3);
+    assert_int_equal(json_integer_value(json_object_get(mr, "n_skipped")), 0);
+    assert_int_equal(json_integer_value(json_object_get(mr, "n")), 4);
     assert_int_equal(json_array_size(json_object_get(mr, "layers")), 2); /* final: CLIP only */
-    assert_non_null(strstr(json_string_value(json_object_get(
-                               json_array_get(json_object_get(mr, "skipped"), 0), "reason")),
-                           "out of range"));
+    assert_string_equal(json_string_value(json_object_get(json_object_get(mr, "selection_method"),
+                                                          "name")), "explicit");
     json_decref(res);
 
     /* sentence pairs of custom data use the sentence method: cos(s, s) = 1 */

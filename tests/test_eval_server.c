@@ -15,6 +15,7 @@
 #include <pthread.h>
 
 #include "layerlens/batcher.h"
+#include "layerlens/benchmarks.h"
 
 static th_server SRV;
 static json_t *REF;
@@ -101,6 +102,7 @@ static void test_evaluate_matches_reference(void **state) {
     tu_shared();
     json_t *res = post_ok("/v1/evaluate", "{\"tasks\": [\"rg65\", \"valnorm\", \"stsb\", "
                           "\"selfsim_sentences\", \"selfsim_words\"], \"bootstrap\": 0, "
+                          "\"method\": {\"selfsim_words\": \"reference\"}, "
                           "\"details\": true}");
     const char *tasks[] = {"rg65", "valnorm", "stsb", "selfsim_sentences", "selfsim_words"};
     for (int i = 0; i < 5; i++) {
@@ -273,7 +275,8 @@ static void test_concurrency_progress_cancel(void **state) {
 static void test_result_survives_restart(void **state) {
     tu_shared();
     char loc[256];
-    create_job("{\"tasks\": [\"rg65\", \"selfsim_words\"], \"bootstrap\": 50}", loc, sizeof loc);
+    create_job("{\"tasks\": [\"rg65\", \"selfsim_words\"], \"bootstrap\": 50, "
+               "\"method\": {\"selfsim_words\": \"reference\"}}", loc, sizeof loc);
     json_t *j = wait_final(loc, 120);
     assert_string_equal(job_status(j), "done");
     json_t *res = json_object_get(j, "result");
@@ -331,6 +334,32 @@ static void test_benchmarks(void **state) {
         assert_non_null(name);
     }
     assert_int_equal(seen, 11); /* stsb_train has no reference checksum */
+    /* selfsim_words also describes the pool of its default, sampled
+     * selection: the three STS-B files with their checksums */
+    json_array_foreach(tasks, i, t) {
+        json_t *sp = json_object_get(t, "sampled");
+        if (strcmp(json_string_value(json_object_get(t, "task")), "selfsim_words")) {
+            assert_null(sp);
+            continue;
+        }
+        assert_true(json_is_true(json_object_get(sp, "available")));
+        assert_int_equal(json_integer_value(json_object_get(sp, "n_default")), 10000);
+        assert_int_equal(json_integer_value(json_object_get(sp, "n_available")),
+                         LL_STSB_POOL_EXPECTED);
+        json_t *files = json_object_get(sp, "files");
+        assert_int_equal(json_array_size(files), 3);
+        const char *keys[] = {NULL, "stsb_dev", "stsb_test"};
+        for (int k = 1; k < 3; k++)
+            assert_string_equal(json_string_value(json_object_get(json_array_get(files, k),
+                                                                  "sha256")),
+                                json_string_value(json_object_get(json_object_get(
+                                    json_object_get(REF, "data_files"), keys[k]), "sha256")));
+        /* sts-train.csv: the checksum SOURCES.md gives */
+        assert_string_equal(json_string_value(json_object_get(json_array_get(files, 0), "sha256")),
+                            "0f71910b59aa1ad973c5897f0791f3b0965a92b8f82b1a95f3eea9f4162fda82");
+    }
+    json_t *methods = json_object_get(json_object_get(b, "methods"), "selfsim_words");
+    assert_int_equal(json_array_size(methods), 2);
     json_decref(b);
 }
 
@@ -358,6 +387,21 @@ static void test_errors(void **state) {
     th_resp_free(&r);
     j = th_get(SRV.port, "/v1/evaluate", &status);
     assert_int_equal(status, 405);
+    json_decref(j);
+    /* an explicit token index out of range: 400 naming the item, for jobs too */
+    const char *paths[] = {"/v1/evaluate", "/v1/evaluations"};
+    for (int k = 0; k < 2; k++) {
+        j = post_text(paths[k], "{\"items\": [[\"a cat\", 1], [\"a dog\", 5]]}", &status);
+        assert_int_equal(status, 400);
+        const char *msg = json_string_value(json_object_get(json_object_get(j, "error"),
+                                                            "message"));
+        assert_non_null(strstr(msg, "items[1]"));
+        assert_non_null(strstr(msg, "out of range"));
+        json_decref(j);
+    }
+    j = post_text("/v1/evaluate", "{\"tasks\": [\"selfsim_words\"], \"method\": "
+                  "{\"selfsim_words\": \"reference\", \"selfsim_words_seed\": 3}}", &status);
+    assert_int_equal(status, 400);
     json_decref(j);
 }
 

@@ -32,10 +32,24 @@
  *             the sentence alone (no special tokens), for CLIP on its usual
  *             input.  Variant names "gpt2", "gpt2_last", "gpt2_mean",
  *             "clip", "clip_last", "clip_mean".
- *   cwe       (selfsim_words) one token of a sentence: sentence k with n text
- *             tokens gives text token i = k mod n.  CLIP: the sentence input
- *             as for "eos", model position 1 + i; GPT-2: the sentence alone,
- *             position i.  An explicit (sentence, i) list is accepted too.
+ *   cwe       (selfsim_words) one token of a sentence, text token i of its
+ *             n text tokens.  CLIP: the sentence input as for "eos", model
+ *             position 1 + i; GPT-2: the sentence alone, position i.  Which
+ *             sentences and which i (method.selfsim_words):
+ *               "sampled" (default, the paper's): N sentences (default
+ *               10,000) drawn without replacement from the distinct
+ *               sentences of the three STS-B splits, one token each, drawn
+ *               uniformly among the text tokens at model position >= 1, so
+ *               position 0 and special tokens are never drawn.  Both draws
+ *               come from the seed (default LL_CWE_SEED) and the sentence:
+ *               splitmix64 of seed ^ FNV-1a(sentence) gives a key and then
+ *               a draw r; the N smallest keys are taken (in pool order) and
+ *               i = lo + r mod (n - lo), lo = the first text token at
+ *               position >= 1.  Same sentences for both models.
+ *               "reference": the selection of the fixture reference, the
+ *               first 2000 distinct STS-B dev sentences, sentence k giving
+ *               i = k mod n.
+ *             An explicit (sentence, i) list is accepted too (items).
  *   Layer L is Hugging Face's hidden_states[L]; CLIP may add "final"
  *   (final_layer_norm, same position) and "projected" (the projection of
  *   the end token, whatever the method).
@@ -49,14 +63,20 @@
  *        "layers": [{"layer": 0, "score": x | null, "ci": [lo, hi] | null,
  *                    "n": N, "reason"?: "...", "mean_norm": x,
  *                    "centered_self_similarity": x | null}, ...],
- *        "skipped": [{"item": i, "line": l, "text": "...", "reason": "..."}],
+ *        "skipped": [{"item": i, "line": l, "file"?: f, "text": "...",
+ *                     "reason": "..."}],
  *        "n_truncated": k,
+ *        "selection_method"?: {"name": "sampled"|"reference"|"explicit",
+ *            "default", "n_requested", "n_drawn", "n_available", "capped",
+ *            "seed", "sentences", "token"}        (CWE tasks)
  *        "per_item"?: [[...] per layer], "selection"?: {...}   (details)
  *    }}},
  *    "comparisons": {TASK: {"a": "clip", "b": "gpt2", "layer_a", "layer_b",
  *        "difference", "ci": [lo, hi], "n", "n_resamples", "n_valid", "seed"}},
  *    "data": {TASK: {file, sha256, n, n_skipped, skipped: [...]}},
  *    "passed": true | false, "checks": [...]      (with thresholds)
+ *    "method": {"word", "sentence", "selfsim_words", "selfsim_words_n"?,
+ *               "selfsim_words_seed"?}            (as run, defaults filled)
  *    "timing_ms": total, "timing": {...}, "cache": {...}}
  * best_layer is the integer layer with the highest correlation, or for
  * self-similarity the lowest (the most isotropic); a threshold is met when
@@ -105,13 +125,26 @@ ll_eval_variant ll_eval_variant_for(const ll_model *m, ll_eval_variant v);
 /* "clip", "gpt2_bos", "gpt2_plain", "gpt2", "gpt2_last", ... */
 const char *ll_eval_variant_name(const ll_model *m, ll_eval_variant v);
 
-/* One text to embed.  index: LL_EV_CWE only, the text token wanted; with
- * mod set it is taken modulo the number of text tokens (k mod n). */
+/* How an LL_EV_CWE text's index names its token. */
+typedef enum ll_eval_index {
+    LL_EV_INDEX_GIVEN = 0, /* the text token index itself (explicit items) */
+    LL_EV_INDEX_MOD = 1,   /* taken modulo the text tokens (reference: k mod n) */
+    LL_EV_INDEX_DRAW = 2,  /* a draw r >= 0: i = lo + r mod (n - lo), lo the
+                              first text token at model position >= 1 */
+} ll_eval_index;
+
+/* One text to embed.  index: LL_EV_CWE only, the token wanted (index_mode
+ * says how; other variants ignore both). */
 typedef struct ll_eval_text {
     const char *text;
     long index;
-    int mod;
+    int index_mode; /* ll_eval_index */
 } ll_eval_text;
+
+/* selfsim_words' selections (method.selfsim_words). */
+typedef enum ll_cwe_method { LL_CWE_SAMPLED, LL_CWE_REFERENCE } ll_cwe_method;
+#define LL_CWE_DEFAULT_N 10000
+#define LL_CWE_SEED 20220522u /* fixed, so the sampled selection is reproducible */
 
 /* What building a text's input found out. */
 typedef struct ll_eval_pick {
@@ -230,12 +263,17 @@ int ll_eval_vectors(const ll_eval_env *env, const ll_model *m,
  *              valnorm stsb selfsim_sentences selfsim_words
  *   models     ["gpt2", "clip"] (default: every model the env has)
  *   layers     "all" (default) | [0, 3, "final"] | "0,3,final"
- *   method     {"word": "bos"|"plain", "sentence": "eos"|"last"|"mean"}
+ *   method     {"word": "bos"|"plain", "sentence": "eos"|"last"|"mean",
+ *               "selfsim_words": "sampled"|"reference",
+ *               "selfsim_words_n": N (sampled; default 10000, capped by the
+ *               pool), "selfsim_words_seed": S (sampled; default LL_CWE_SEED)}
  *   pairs      [[a, b, gold], ...] custom pairs ("words" when no text has a
  *              space, else "sentences"; pairs_type overrides), task key
  *              "custom_pairs" (or `name`)
  *   items      ["sentence", ...] sentence self-similarity, or
- *              [["sentence", i], ...] token self-similarity; "custom_items"
+ *              [["sentence", i], ...] token self-similarity, i the text token
+ *              (checked against every model: out of range is an error naming
+ *              the item); task "custom_items"
  *   thresholds {TASK: {MODEL: x}}
  *   bootstrap  resamples (default 1000; 0 turns the comparison off)
  *   seed       bootstrap seed (default LL_BOOTSTRAP_SEED)
@@ -243,7 +281,9 @@ int ll_eval_vectors(const ll_eval_env *env, const ll_model *m,
 typedef struct ll_eval_request ll_eval_request;
 
 /* Errors are the client's (a 400): unknown task, model not loaded, bad
- * layer, bad method, malformed custom data, no data directory. */
+ * layer, bad method, malformed custom data (an explicit token index out of
+ * range included: the items are tokenized here), no data directory or a
+ * missing data file. */
 ll_eval_request *ll_eval_request_parse(const json_t *body,
                                        const ll_eval_env *env, ll_error *err);
 void ll_eval_request_free(ll_eval_request *r);
