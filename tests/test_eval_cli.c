@@ -121,7 +121,8 @@ static void test_eval_request_file_and_custom(void **state) {
     snprintf(path, sizeof path, "%s/req.json", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("{\"tasks\": [\"selfsim_words\"], \"models\": [\"clip\"], \"layers\": [0, 4]}", f);
+    fputs("{\"tasks\": [\"selfsim_words\"], \"models\": [\"clip\"], \"layers\": [0, 4], "
+          "\"method\": {\"selfsim_words\": \"reference\"}}", f);
     fclose(f);
     snprintf(pairs, sizeof pairs, "%s/pairs.tsv", dir);
     f = fopen(pairs, "w");
@@ -234,6 +235,14 @@ static void test_reproduce(void **state) {
     /* the paper's numbers are quoted beside ours */
     assert_non_null(strstr(md, "CLIP best .88"));
     assert_non_null(strstr(md, "0.659 0.737"));
+    /* the reproduction draws selfsim_words' tokens as the paper does, and
+     * says so with the seed and the three STS-B files it drew from */
+    json_t *method = json_object_get(res, "method");
+    assert_string_equal(json_string_value(json_object_get(method, "selfsim_words")), "sampled");
+    assert_int_equal(json_integer_value(json_object_get(method, "selfsim_words_n")), 10000);
+    assert_non_null(strstr(md, "Token selection `sampled`"));
+    assert_non_null(strstr(md, "seed 20220522"));
+    assert_non_null(strstr(md, "| stsb/sts-train.csv |"));
     free(md);
     json_decref(res), json_decref(want);
 }
@@ -275,6 +284,135 @@ static void test_svg_published_series(void **state) {
     json_decref(task);
 }
 
+/* ---- weights/download-benchmarks.sh (never downloads here) ---------------- */
+
+typedef struct manifest_row {
+    char dest[128], repo[128], commit[64], path[256], sha[80];
+} manifest_row;
+
+/* The script's FILES table: dest|repo|commit|path|sha256 lines. */
+static int read_manifest(const char *script, manifest_row *rows, int cap) {
+    const char *p = strstr(script, "\nFILES='\n");
+    assert_non_null(p);
+    p += strlen("\nFILES='\n");
+    int n = 0;
+    while (*p && *p != '\'' && n < cap) {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(nl - p), p);
+        manifest_row *r = &rows[n++];
+        char *f[5], *save = NULL;
+        f[0] = strtok_r(line, "|", &save);
+        for (int k = 1; k < 5; k++) f[k] = strtok_r(NULL, "|", &save);
+        for (int k = 0; k < 5; k++) assert_non_null(f[k]);
+        snprintf(r->dest, sizeof r->dest, "%s", f[0]);
+        snprintf(r->repo, sizeof r->repo, "%s", f[1]);
+        snprintf(r->commit, sizeof r->commit, "%s", f[2]);
+        snprintf(r->path, sizeof r->path, "%s", f[3]);
+        snprintf(r->sha, sizeof r->sha, "%s", f[4]);
+        p = nl + 1;
+    }
+    return n;
+}
+
+static void test_download_benchmarks_script(void **state) {
+    (void)state;
+    const char *script = "weights/download-benchmarks.sh";
+    char cmd[16384], *out;
+    snprintf(cmd, sizeof cmd, "bash -n %s", script);
+    if (run_sh(cmd, &out, 1) != 0) fail_msg("bash -n: %s", out);
+    free(out);
+
+    /* the table names every data file of ../shared with the source and
+     * checksum that SOURCES.md and eval-tiny.json give for it */
+    char *text = tu_read_file(script, NULL), *sources = tu_read_file(
+        tu_path("data/benchmarks/SOURCES.md"), NULL);
+    assert_non_null(text);
+    assert_non_null(sources);
+    manifest_row rows[32];
+    int n = read_manifest(text, rows, 32);
+    json_t *ref = tu_load_json("fixtures/reference/eval-tiny.json");
+    int n_ref = 0;
+    for (int i = 0; i < n; i++) {
+        manifest_row *r = &rows[i];
+        char path[4400], *fname = strrchr(r->path, '/');
+        assert_non_null(strstr(sources, r->repo));
+        assert_non_null(strstr(sources, r->commit));
+        assert_non_null(strstr(sources, fname + 1));
+        assert_non_null(strstr(sources, r->sha));
+        snprintf(path, sizeof path, "%s/%s", tu_path("data/benchmarks"), r->dest);
+        size_t len;
+        char *data = tu_read_file(path, &len), sha[65];
+        if (!data) fail_msg("%s: not in ../shared/data/benchmarks", r->dest);
+        ll_error err = {{0}};
+        assert_int_equal(ll_sha256_hex(data, len, sha, &err), 0);
+        free(data);
+        if (strcmp(sha, r->sha)) fail_msg("%s: sha256 %s, the script says %s", r->dest, sha, r->sha);
+        const char *key;
+        json_t *f;
+        snprintf(path, sizeof path, "data/benchmarks/%s", r->dest);
+        json_object_foreach(json_object_get(ref, "data_files"), key, f)
+            if (!strcmp(json_string_value(json_object_get(f, "path")), path)) {
+                assert_string_equal(json_string_value(json_object_get(f, "sha256")), r->sha);
+                n_ref++;
+            }
+    }
+    printf("  %d files in the script, %d of them in eval-tiny.json data_files\n", n, n_ref);
+    assert_int_equal(n_ref, (int)json_object_size(json_object_get(ref, "data_files")));
+    json_decref(ref);
+    free(sources);
+    snprintf(cmd, sizeof cmd, "cd %s && find . -type f ! -name SOURCES.md | wc -l",
+             tu_path("data/benchmarks"));
+    assert_int_equal(run_sh(cmd, &out, 0), 0);
+    assert_int_equal(atoi(out), n);
+    free(out);
+
+    /* --check verifies a directory without the network */
+    snprintf(cmd, sizeof cmd, "%s --check %s", script, tu_path("data/benchmarks"));
+    assert_int_equal(run_sh(cmd, &out, 1), 0);
+    assert_non_null(strstr(out, "all benchmark files verified"));
+    free(out);
+
+    /* the download path against a local mirror of OWNER/REPO/COMMIT/PATH
+     * (copies in a temporary directory), then a corrupted file */
+    const char *tmp = tu_tmpdir();
+    for (int i = 0; i < n; i++) {
+        manifest_row *r = &rows[i];
+        snprintf(cmd, sizeof cmd, "d='%s/mirror/%s/%s/%s' && mkdir -p \"$(dirname \"$d\")\" && "
+                 "cp '%s/%s' \"$d\"", tmp, r->repo, r->commit, r->path,
+                 tu_path("data/benchmarks"), r->dest);
+        assert_int_equal(run_sh(cmd, &out, 1), 0);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "LAYERLENS_BENCH_BASE=file://%s/mirror %s %s/data", tmp, script, tmp);
+    if (run_sh(cmd, &out, 1) != 0) fail_msg("download from the mirror: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "printf x >> %s/data/rg65.tsv && %s --check %s/data", tmp, script,
+             tmp);
+    assert_int_equal(run_sh(cmd, &out, 1), 1);
+    assert_non_null(strstr(out, "rg65.tsv has sha256"));
+    free(out);
+
+    /* unreachable: one clear message, the files to fetch by hand, nothing
+     * half-written */
+    snprintf(cmd, sizeof cmd, "LAYERLENS_BENCH_BASE=http://127.0.0.1:9 %s %s/offline", script,
+             tmp);
+    assert_int_equal(run_sh(cmd, &out, 1), 1);
+    assert_non_null(strstr(out, "offline?"));
+    assert_non_null(strstr(out, "not fetched:"));
+    assert_non_null(strstr(out, "--check"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "find %s/offline -type f | wc -l", tmp);
+    assert_int_equal(run_sh(cmd, &out, 0), 0);
+    assert_int_equal(atoi(out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(run_sh(cmd, &out, 1), 0);
+    free(out);
+    free(text);
+}
+
 int main(void) {
     openblas_set_num_threads(1);
     const struct CMUnitTest tests[] = {
@@ -283,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_eval_usage_errors),
         cmocka_unit_test(test_reproduce),
         cmocka_unit_test(test_svg_published_series),
+        cmocka_unit_test(test_download_benchmarks_script),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
