@@ -531,6 +531,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ll_request *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    /* A resumed connection whose client is gone may be closed by
+     * libmicrohttpd before on_resumed runs: the job's answer is the status. */
+    if (!r->status && r->job && atomic_load(&r->job->state) == JOB_ANSWERED)
+        r->status = r->job->status;
     double seconds = (double)(ll_now_us() - r->start_us) / 1e6;
     ll_metrics_request(s->metrics, r->endpoint, r->status, seconds);
     log_request(s, r, seconds, toe);

@@ -672,7 +672,7 @@ int ll_serve_main(int argc, char **argv) {
     ll_log_init(&lg, stderr, opts.log_level, opts.log_format);
     int pipefd[2];
     if (install_signals(pipefd)) {
-        fprintf(stderr, "layerlens serve: cannot set up signal handling: %s\n", strerror(errno));
+        ll_logf(&lg, LL_LOG_ERROR, "cannot set up signal handling: %s", strerror(errno));
         return 1;
     }
     /* The threads started from here (HTTP, workers, sweeper, loader) block
