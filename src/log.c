@@ -255,14 +255,7 @@ void ll_logf(const ll_log *lg, ll_log_level lvl, const char *fmt, ...) {
 
 /* ---- a FILE * that logs its lines ---- */
 
-typedef struct log_cookie {
-    const ll_log *lg;
-    ll_log_level level;
-    char pending[LL_LOG_LINE_MAX];
-    size_t n;
-} log_cookie;
-
-static void cookie_line(log_cookie *c) {
+static void sink_line(ll_log_sink *c) {
     c->pending[c->n] = 0;
     const char *msg = c->pending;
     if (strncmp(msg, "layerlens: ", 11) == 0) msg += 11;
@@ -270,34 +263,28 @@ static void cookie_line(log_cookie *c) {
     c->n = 0;
 }
 
-/* Called under the stream's lock, so the cookie needs none. */
-static ssize_t cookie_write(void *p, const char *buf, size_t size) {
-    log_cookie *c = p;
+/* Called under the stream's lock, so the sink needs none. */
+static ssize_t sink_write(void *p, const char *buf, size_t size) {
+    ll_log_sink *c = p;
     for (size_t i = 0; i < size; i++) {
-        if (buf[i] == '\n') cookie_line(c);
+        if (buf[i] == '\n') sink_line(c);
         else if (c->n < sizeof c->pending - 1) c->pending[c->n++] = buf[i];
     }
     return (ssize_t)size;
 }
 
-static int cookie_close(void *p) {
-    log_cookie *c = p;
-    if (c->n) cookie_line(c);
-    free(c);
+static int sink_close(void *p) {
+    ll_log_sink *c = p;
+    if (c->n) sink_line(c);
     return 0;
 }
 
-FILE *ll_log_stream(const ll_log *lg, ll_log_level level) {
-    log_cookie *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
-    c->lg = lg;
-    c->level = level;
-    cookie_io_functions_t io = {.write = cookie_write, .close = cookie_close};
-    FILE *f = fopencookie(c, "w", io);
-    if (!f) {
-        free(c);
-        return NULL;
-    }
-    setvbuf(f, NULL, _IOLBF, 0);
+FILE *ll_log_stream(ll_log_sink *sink, const ll_log *lg, ll_log_level level) {
+    sink->lg = lg;
+    sink->level = level;
+    sink->n = 0;
+    cookie_io_functions_t io = {.write = sink_write, .close = sink_close};
+    FILE *f = fopencookie(sink, "w", io);
+    if (f) setvbuf(f, NULL, _IOLBF, 0);
     return f;
 }

@@ -449,7 +449,7 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     s->opts = *opts;
     ll_log_init(&s->logger, log, opts->log_level, opts->log_format);
     /* What other parts print to s->log becomes a warning line. */
-    s->log = ll_log_stream(&s->logger, LL_LOG_WARN);
+    s->log = ll_log_stream(&s->log_sink, &s->logger, LL_LOG_WARN);
     if (!s->log) s->log = s->logger.f;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;

@@ -83,6 +83,7 @@ typedef struct ll_server {
     ll_log logger;          /* every line the server logs (read-only after start) */
     FILE *log;              /* a stream whose lines go to the logger as warnings,
                                for code that prints */
+    ll_log_sink log_sink;   /* its line buffer */
     /* API key: its SHA-256, so that comparing a presented key takes the same
      * time whatever its length and content (see http.c). */
     int has_key;

@@ -71,10 +71,20 @@ size_t ll_log_format_line(char *buf, size_t cap, ll_log_format format, ll_log_le
                           long long ts_ms, const char *msg, const ll_log_field *fields,
                           int n_fields);
 
+/* What a log stream needs between writes: the line so far.  Owned by the
+ * caller (kept in the object that owns the stream, where leak checkers see
+ * it), and alive until the stream is closed. */
+typedef struct ll_log_sink {
+    const ll_log *lg;
+    ll_log_level level;
+    char pending[LL_LOG_LINE_MAX];
+    size_t n;
+} ll_log_sink;
+
 /* A stdio stream whose lines become log events at `level` (for code that
  * prints to a FILE *).  A leading "layerlens: " is dropped from each line.
  * Closing it with fclose flushes a last unterminated line.  NULL when the
  * stream cannot be made. */
-FILE *ll_log_stream(const ll_log *lg, ll_log_level level);
+FILE *ll_log_stream(ll_log_sink *sink, const ll_log *lg, ll_log_level level);
 
 #endif
