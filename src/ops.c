@@ -113,8 +113,48 @@ static void causal_softmax(float *s, int T) {
     }
 }
 
+/* Short sequences (single words, short phrases) are the common case: there
+ * the two GEMM calls per head cost more in call overhead than in
+ * arithmetic, so attention is computed directly.  The choice depends on T
+ * only, so a sequence gets the same numbers whatever batch it is in. */
+#define ATTENTION_DIRECT_MAX_T 32
+
+static float dot(const float *a, const float *b, int n) {
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static void attention_direct(float *out, const float *qkv, float *scratch, int T,
+                             int C, int NH) {
+    int hd = C / NH, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < NH; h++) {
+        for (int i = 0; i < T; i++) {
+            const float *q = qkv + (long)i * ld + h * hd;
+            float *row = scratch + (long)i * T;
+            for (int j = 0; j <= i; j++)
+                row[j] = scale * dot(q, qkv + (long)j * ld + C + h * hd, hd);
+        }
+        causal_softmax(scratch, T);
+        for (int i = 0; i < T; i++) {
+            float *o = out + (long)i * C + h * hd;
+            const float *p = scratch + (long)i * T;
+            for (int d = 0; d < hd; d++) o[d] = 0.0f;
+            for (int j = 0; j <= i; j++) {
+                const float *v = qkv + (long)j * ld + 2 * C + h * hd;
+                for (int d = 0; d < hd; d++) o[d] += p[j] * v[d];
+            }
+        }
+    }
+}
+
 void attention_forward(float *out, const float *qkv, float *scratch, int T,
                        int C, int NH) {
+    if (T <= ATTENTION_DIRECT_MAX_T) {
+        attention_direct(out, qkv, scratch, T, C, NH);
+        return;
+    }
     int hd = C / NH, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < NH; h++) {
