@@ -12,7 +12,8 @@
  * see all of it, including the worker threads.
  *
  * Checked per request: an answer arrives (no hang, no dropped connection),
- * its status is 200 or a documented 4xx / 503 (never another 5xx), and the
+ * its status is 200 or a documented 4xx / 503 (never another 5xx; a 503
+ * carries Retry-After), and the
  * body is a JSON object; an error body is {"error": {"type", "code",
  * "message", ...}} with strings there. */
 #include <arpa/inet.h>
@@ -109,6 +110,7 @@ static int send_all(int fd, const void *p, size_t n) {
 typedef struct reply {
     int status;
     int close;      /* the server will close the connection */
+    int retry_after;
     char *body;
     size_t len;
 } reply;
@@ -135,6 +137,7 @@ static int read_reply(int fd, reply *out) {
                 for (char *h = strstr(buf, "\r\n"); h && h < buf + head; h = strstr(h + 2, "\r\n")) {
                     if (strncasecmp(h + 2, "Content-Length:", 15) == 0) clen = atol(h + 17);
                     if (strncasecmp(h + 2, "Connection: close", 17) == 0) out->close = 1;
+                    if (strncasecmp(h + 2, "Retry-After:", 12) == 0) out->retry_after = 1;
                 }
                 if (clen < 0) break; /* every answer of the service has one */
             }
@@ -164,6 +167,7 @@ static void check_reply(const char *path, const reply *r) {
     FUZZ_CHECK(st == 200 || st == 400 || st == 404 || st == 413 || st == 415 ||
                    st == 422 || st == 503,
                "%s answered %d: %.300s", path, st, r->body);
+    FUZZ_CHECK(st != 503 || r->retry_after, "%s: 503 without Retry-After", path);
     json_error_t je;
     json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &je);
     FUZZ_CHECK(j && json_is_object(j), "%s %d: the body is not a JSON object (%s): "

@@ -10,12 +10,15 @@
  * When a file opens, every tensor the API hands out must be consistent:
  * unique names found again by ll_st_find, nbytes = elements x dtype size
  * (computed here independently), tensors inside the data section and not
- * overlapping, and float tensors readable through ll_st_get_f32 with values
- * equal to an independent conversion of their bytes. */
+ * overlapping, each pointing at the bytes its data_offsets name (the header
+ * is read again here), and float tensors readable through ll_st_get_f32 with
+ * values equal to an independent conversion of their bytes. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "fuzzutil.h"
 #include "layerlens/safetensors.h"
@@ -119,6 +122,41 @@ static void check_tensor(ll_st_file *f, const ll_st_tensor *t) {
     check_values(f, t);
 }
 
+/* Reads the header again here (jansson, as the format is JSON) and checks
+ * that each tensor's pointer holds exactly the bytes its data_offsets name
+ * in the file: a pointer a few bytes off would still be inside the mapping's
+ * last page, where nothing faults. */
+static void check_against_header(const ll_st_file *f, const uint8_t *file,
+                                 size_t len, uint64_t hlen) {
+    json_error_t je;
+    json_t *root = json_loadb((const char *)file + 8, (size_t)hlen,
+                              JSON_DECODE_ANY, &je);
+    FUZZ_CHECK(json_is_object(root), "accepted header does not parse here: %s",
+               je.text);
+    size_t n = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "__metadata__") == 0) continue;
+        n++;
+        const ll_st_tensor *t = ll_st_find(f, key);
+        FUZZ_CHECK(t != NULL, "header entry '%s' not listed", key);
+        json_t *off = json_object_get(v, "data_offsets");
+        json_int_t b = json_integer_value(json_array_get(off, 0));
+        json_int_t e = json_integer_value(json_array_get(off, 1));
+        FUZZ_CHECK(b >= 0 && e >= b && (uint64_t)(e - b) == t->nbytes &&
+                       (uint64_t)e <= len - 8 - hlen,
+                   "'%s': offsets [%lld, %lld] for %zu bytes in a %llu-byte "
+                   "data section", key, (long long)b, (long long)e, t->nbytes,
+                   (unsigned long long)(len - 8 - hlen));
+        FUZZ_CHECK(memcmp(t->data, file + 8 + hlen + b, t->nbytes) == 0,
+                   "'%s' does not point at its bytes", key);
+    }
+    FUZZ_CHECK(n == ll_st_count(f), "%zu tensors in the header, %zu listed", n,
+               ll_st_count(f));
+    json_decref(root);
+}
+
 typedef struct span { const uint8_t *b, *e; } span;
 
 static int cmp_span(const void *x, const void *y) {
@@ -182,6 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < ll_st_count(f); i++) check_tensor(f, ll_st_at(f, i));
     FUZZ_CHECK(ll_st_at(f, ll_st_count(f)) == NULL, "ll_st_at past the end");
     check_layout(f, len - 8 - hlen);
+    check_against_header(f, file, len, hlen);
     ll_st_close(f);
     free(file);
     return 0;
