@@ -12,10 +12,11 @@
  * see all of it, including the worker threads.
  *
  * Checked per request: an answer arrives (no hang, no dropped connection),
- * its status is 200 or a documented 4xx / 503 (never another 5xx; a 503
- * carries Retry-After), and the
- * body is a JSON object; an error body is {"error": {"type", "code",
- * "message", ...}} with strings there. */
+ * its status is 200 (202 for a queued evaluation) or a documented 4xx / 503
+ * (never another 5xx; a 503 carries Retry-After), and the body is a JSON
+ * object; an error body is {"error": {"type", "code", "message", ...}} with
+ * strings there.
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,7 +36,7 @@
 
 static const char *const PATHS[] = {
     "/v1/tokenize", "/v1/embeddings", "/v1/similarity", "/v1/self-similarity",
-    "/v1/evaluate",
+    "/v1/evaluate", "/v1/evaluations",
 };
 #define N_PATHS (sizeof PATHS / sizeof PATHS[0])
 
@@ -164,7 +165,7 @@ static int read_reply(int fd, reply *out) {
 
 static void check_reply(const char *path, const reply *r) {
     int st = r->status;
-    FUZZ_CHECK(st == 200 || st == 400 || st == 404 || st == 413 || st == 415 ||
+    FUZZ_CHECK(st == 200 || st == 202 || st == 400 || st == 404 || st == 413 || st == 415 ||
                    st == 422 || st == 503,
                "%s answered %d: %.300s", path, st, r->body);
     FUZZ_CHECK(st != 503 || r->retry_after, "%s: 503 without Retry-After", path);
@@ -172,7 +173,7 @@ static void check_reply(const char *path, const reply *r) {
     json_t *j = json_loadb(r->body, r->len, JSON_ALLOW_NUL, &je);
     FUZZ_CHECK(j && json_is_object(j), "%s %d: the body is not a JSON object (%s): "
                "%.300s", path, st, je.text, r->body);
-    if (st != 200) {
+    if (st >= 300) {
         json_t *e = json_object_get(j, "error");
         FUZZ_CHECK(json_is_object(e) &&
                        json_is_string(json_object_get(e, "type")) &&
