@@ -30,7 +30,7 @@ export NODE_PATH=$PWD/$OUT/npm/node_modules
 if [ "$QUICK" = 1 ]; then
     N_WORDS=96 N_SENTS=96 N_STSB=192 N_LAT=20 ENGINE_S=0.5 ENGINE_TOKENS=256,2048
 else
-    N_WORDS=1000 N_SENTS=1000 N_STSB=0 N_LAT=200 ENGINE_S=3 ENGINE_TOKENS=256,512,1024,2048
+    N_WORDS=1000 N_SENTS=1000 N_STSB=0 N_LAT=200 ENGINE_S=6 ENGINE_TOKENS=256,512,1024,2048
 fi
 CLIENTS=32
 THREADS=2 # the peers' thread count = the cores layerlens uses
@@ -253,8 +253,9 @@ for m in gpt2 clip; do
     http_run "w2-sentences-$m" "$DATA/$m-sentences.jsonl" "$CLIENTS" "$N_SENTS"
     http_run "w4-latency-$m" "$DATA/$m-words.jsonl" 1 "$N_LAT"
 done
+echo "$(rss_kb)" > "$RES/rss-before-eval-kb.txt" # workloads 1, 2, 4 done
 http_evaluate
-echo "$(rss_kb)" > "$RES/rss-after-kb.txt"
+echo "$(rss_kb)" > "$RES/rss-after-kb.txt"        # + the evaluation's vector cache
 stop_server
 
 # --- layerlens in-process (no HTTP): the peers' batches, and workload 5
