@@ -285,8 +285,14 @@ int ll_model_encode(const ll_model *m, const char *text, size_t len,
 
 /* ---------------------------------------------------------------- forward */
 
+/* Capacities are counted in elements, not tokens: a worker's workspace serves
+ * every model of the server, and the same number of tokens needs more room
+ * for a wider model (GPT-2's 768 x 3072 after CLIP's 512 x 2048). */
 struct ll_workspace {
-    size_t cap_tok, cap_scores;
+    size_t cap_tok;    /* ids, pos: tokens */
+    size_t cap_rows;   /* x, ln, att: floats (N * C); qkv holds 3 * cap_rows */
+    size_t cap_wide;   /* fc: floats (N * max(F, C)) */
+    size_t cap_scores; /* scores: floats (T * T) */
     float *x, *ln, *qkv, *att, *fc; /* [N][C] [N][C] [N][3C] [N][C] [N][max(F,C)] */
     int32_t *ids, *pos;
     float *scores;
@@ -309,17 +315,25 @@ static int grow(void **p, size_t bytes) {
 }
 
 /* Grows the buffers to N tokens of width C / MLP width F and to a T x T score
- * matrix; never shrinks, so a worker's steady state allocates nothing. */
+ * matrix; never shrinks, so a worker's steady state allocates nothing.  Each
+ * buffer is checked against its own size in elements, whatever model grew it
+ * last. */
 static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
                              size_t T) {
     N = (size_t)gemm_rows((long)N);
-    if (N > ws->cap_tok) {
-        size_t wide = F > C ? F : C;
-        if (grow((void **)&ws->x, N * C * 4) || grow((void **)&ws->ln, N * C * 4) ||
-            grow((void **)&ws->qkv, N * 3 * C * 4) || grow((void **)&ws->att, N * C * 4) ||
-            grow((void **)&ws->fc, N * wide * 4) || grow((void **)&ws->ids, N * 4) ||
-            grow((void **)&ws->pos, N * 4))
+    size_t rows = N * C, wide = N * (F > C ? F : C);
+    if (rows > ws->cap_rows) {
+        if (grow((void **)&ws->x, rows * 4) || grow((void **)&ws->ln, rows * 4) ||
+            grow((void **)&ws->qkv, rows * 3 * 4) || grow((void **)&ws->att, rows * 4))
             return -1;
+        ws->cap_rows = rows;
+    }
+    if (wide > ws->cap_wide) {
+        if (grow((void **)&ws->fc, wide * 4)) return -1;
+        ws->cap_wide = wide;
+    }
+    if (N > ws->cap_tok) {
+        if (grow((void **)&ws->ids, N * 4) || grow((void **)&ws->pos, N * 4)) return -1;
         ws->cap_tok = N;
     }
     if (T * T > ws->cap_scores) {

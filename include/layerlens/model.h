@@ -86,7 +86,9 @@ typedef struct ll_states {
 } ll_states;
 
 /* Scratch memory of one thread; grows to the largest batch seen and is
- * reused, so steady-state forward passes allocate only their outputs. */
+ * reused, so steady-state forward passes allocate only their outputs.  One
+ * workspace may serve models of different widths in turn (a server worker
+ * runs GPT-2 and CLIP batches). */
 typedef struct ll_workspace ll_workspace;
 ll_workspace *ll_workspace_new(void);
 void ll_workspace_free(ll_workspace *ws);
