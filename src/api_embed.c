@@ -36,6 +36,30 @@ static int needs_text(const ll_layer_sel *sel, ll_pooling pooling) {
 
 /* ======================= /v1/embeddings ======================= */
 
+/* The common tail of the three handlers: wraps the parsed request data d
+ * (owned by the job from here on) in a job of n sequences, asks the forward
+ * pass for the selected layers, tokenizes the texts (named `param` in
+ * errors), checks the pooling against them and queues the job.  Frees texts. */
+static int submit_texts(ll_request *r, ll_served_model *sm, const ll_job_ops *ops,
+                        void *d, int n, const ll_config *cfg, const ll_layer_sel *sel,
+                        ll_pooling pooling, json_t **texts, const char *param,
+                        const ll_encode_opts *eo) {
+    ll_job *job = job_new(r, sm, ops, d, n);
+    if (!job) {
+        free(texts);
+        return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
+    }
+    ll_layer_sel_request(sel, cfg, &job->req);
+    int bad = req_encode(r, job, texts, param, eo, needs_text(sel, pooling)) ||
+              req_check_pooling(r, job, sel, pooling);
+    free(texts);
+    if (bad) {
+        job_release(job);
+        return 0;
+    }
+    return job_submit(r, job);
+}
+
 typedef struct embed_data {
     ll_layer_sel sel;
     ll_pooling pooling;
@@ -175,20 +199,7 @@ int api_embeddings(ll_request *r, json_t *body) {
     *d = d0;
     d->results = results;
     d->n = n;
-    ll_job *job = job_new(r, sm, &EMBED_OPS, d, n);
-    if (!job) {
-        free(texts);
-        return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
-    }
-    ll_layer_sel_request(&d->sel, cfg, &job->req);
-    if (req_encode(r, job, texts, "input", &eo, needs_text(&d->sel, d->pooling)) ||
-        req_check_pooling(r, job, &d->sel, d->pooling)) {
-        free(texts);
-        job_release(job);
-        return 0;
-    }
-    free(texts);
-    return job_submit(r, job);
+    return submit_texts(r, sm, &EMBED_OPS, d, n, cfg, &d->sel, d->pooling, texts, "input", &eo);
 }
 
 /* ============ pooled vectors, shared by similarity and self-similarity ============ */
@@ -367,20 +378,7 @@ int api_similarity(ll_request *r, json_t *body) {
         free(pairs);
         return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
     }
-    ll_job *job = job_new(r, sm, &SIM_OPS, d, n_seq);
-    if (!job) {
-        free(texts);
-        return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
-    }
-    ll_layer_sel_request(&sel, cfg, &job->req);
-    int bad = req_encode(r, job, texts, "pairs", &eo, needs_text(&sel, pooling)) ||
-              req_check_pooling(r, job, &sel, pooling);
-    free(texts);
-    if (bad) {
-        job_release(job);
-        return 0;
-    }
-    return job_submit(r, job);
+    return submit_texts(r, sm, &SIM_OPS, d, n_seq, cfg, &sel, pooling, texts, "pairs", &eo);
 }
 
 /* ===================== /v1/self-similarity ===================== */
@@ -486,18 +484,5 @@ int api_self_similarity(ll_request *r, json_t *body) {
         free(texts);
         return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
     }
-    ll_job *job = job_new(r, sm, &SELFSIM_OPS, d, n);
-    if (!job) {
-        free(texts);
-        return reply_error(r, 500, "out_of_memory", NULL, "out of memory");
-    }
-    ll_layer_sel_request(&sel, cfg, &job->req);
-    int bad = req_encode(r, job, texts, "input", &eo, needs_text(&sel, pooling)) ||
-              req_check_pooling(r, job, &sel, pooling);
-    free(texts);
-    if (bad) {
-        job_release(job);
-        return 0;
-    }
-    return job_submit(r, job);
+    return submit_texts(r, sm, &SELFSIM_OPS, d, n, cfg, &sel, pooling, texts, "input", &eo);
 }
