@@ -8,29 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "layerlens/model.h"
 
-/* Runs the layerlens binary with a shell command line tail; captures stdout
- * (and stderr when merge is set).  Returns the exit status. */
+/* Runs the layerlens binary with the given arguments (a shell command
+ * line tail); see tu_run_sh. */
 static int run_cli(const char *args, char **out, int merge) {
-    const char *build = getenv("BUILD");
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/layerlens %s%s", build && *build ? build : "build", args,
-             merge ? " 2>&1" : " 2>/dev/null");
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = malloc(cap + 1);
-    while ((r = fread(buf + n, 1, cap - n, p)) > 0) {
-        n += r;
-        if (n == cap) buf = realloc(buf, (cap *= 2) + 1);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "%s %s", tu_bin(), args);
+    return tu_run_sh(cmd, out, merge);
 }
 
 static json_t *parse(const char *s) {

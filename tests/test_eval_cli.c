@@ -12,35 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "layerlens/eval.h"
-
-/* Runs a shell command; captures stdout (stderr too when merge).  Returns
- * the exit status. */
-static int run_sh(const char *cmd_tail, char **out, int merge) {
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "%s%s", cmd_tail, merge ? " 2>&1" : " 2>/dev/null");
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = malloc(cap + 1);
-    while ((r = fread(buf + n, 1, cap - n, p)) > 0) {
-        n += r;
-        if (n == cap) buf = realloc(buf, (cap *= 2) + 1);
-    }
-    buf[n] = 0;
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static const char *bin(void) {
-    static char path[4096];
-    const char *build = getenv("BUILD");
-    snprintf(path, sizeof path, "%s/layerlens", build && *build ? build : "build");
-    return path;
-}
 
 /* The model and data flags of every command here. */
 static const char *model_flags(void) {
@@ -54,8 +27,8 @@ static const char *model_flags(void) {
 /* Tiny models: one OpenBLAS thread (a pool would only spin). */
 static int run_cli(const char *args, char **out, int merge) {
     char cmd[12288];
-    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 %s %s", bin(), args);
-    return run_sh(cmd, out, merge);
+    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 %s %s", tu_bin(), args);
+    return tu_run_sh(cmd, out, merge);
 }
 
 static json_t *parse(const char *s) {
@@ -142,9 +115,9 @@ static void test_eval_request_file_and_custom(void **state) {
     free(out);
     /* stdin as the request; stderr stays quiet when it is not a terminal */
     snprintf(args, sizeof args, "echo '{\"pairs\": [[\"a\", \"b\", 1], [\"c\", \"d\", 2], "
-             "[\"e\", \"f\", 3]], \"layers\": [0]}' | OPENBLAS_NUM_THREADS=1 %s eval %s --request -", bin(),
+             "[\"e\", \"f\", 3]], \"layers\": [0]}' | OPENBLAS_NUM_THREADS=1 %s eval %s --request -", tu_bin(),
              model_flags());
-    assert_int_equal(run_sh(args, &out, 1), 0);
+    assert_int_equal(tu_run_sh(args, &out, 1), 0);
     assert_true(out[0] == '{'); /* no progress bar text before the JSON */
     j = parse(out);
     json_decref(j);
@@ -191,7 +164,7 @@ static void check_svg(const char *dir, const char *task) {
     char path[4096], cmd[8192], *out;
     snprintf(path, sizeof path, "%s/%s.svg", dir, task);
     snprintf(cmd, sizeof cmd, "xmllint --noout '%s'", path);
-    if (run_sh(cmd, &out, 1) != 0) fail_msg("%s is not well-formed XML: %s", path, out);
+    if (tu_run_sh(cmd, &out, 1) != 0) fail_msg("%s is not well-formed XML: %s", path, out);
     free(out);
     char *svg = tu_read_file(path, NULL);
     assert_non_null(svg);
@@ -278,7 +251,7 @@ static void test_svg_published_series(void **state) {
     fputs(svg, f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "xmllint --noout '%s'", path);
-    assert_int_equal(run_sh(cmd, &out, 1), 0);
+    assert_int_equal(tu_run_sh(cmd, &out, 1), 0);
     free(out);
     free(svg);
     json_decref(task);
@@ -321,7 +294,7 @@ static void test_download_benchmarks_script(void **state) {
     const char *script = "weights/download-benchmarks.sh";
     char cmd[16384], *out;
     snprintf(cmd, sizeof cmd, "bash -n %s", script);
-    if (run_sh(cmd, &out, 1) != 0) fail_msg("bash -n: %s", out);
+    if (tu_run_sh(cmd, &out, 1) != 0) fail_msg("bash -n: %s", out);
     free(out);
 
     /* the table names every data file of ../shared with the source and
@@ -364,13 +337,13 @@ static void test_download_benchmarks_script(void **state) {
     free(sources);
     snprintf(cmd, sizeof cmd, "cd %s && find . -type f ! -name SOURCES.md | wc -l",
              tu_path("data/benchmarks"));
-    assert_int_equal(run_sh(cmd, &out, 0), 0);
+    assert_int_equal(tu_run_sh(cmd, &out, 0), 0);
     assert_int_equal(atoi(out), n);
     free(out);
 
     /* --check verifies a directory without the network */
     snprintf(cmd, sizeof cmd, "%s --check %s", script, tu_path("data/benchmarks"));
-    assert_int_equal(run_sh(cmd, &out, 1), 0);
+    assert_int_equal(tu_run_sh(cmd, &out, 1), 0);
     assert_non_null(strstr(out, "all benchmark files verified"));
     free(out);
 
@@ -382,15 +355,15 @@ static void test_download_benchmarks_script(void **state) {
         snprintf(cmd, sizeof cmd, "d='%s/mirror/%s/%s/%s' && mkdir -p \"$(dirname \"$d\")\" && "
                  "cp '%s/%s' \"$d\"", tmp, r->repo, r->commit, r->path,
                  tu_path("data/benchmarks"), r->dest);
-        assert_int_equal(run_sh(cmd, &out, 1), 0);
+        assert_int_equal(tu_run_sh(cmd, &out, 1), 0);
         free(out);
     }
     snprintf(cmd, sizeof cmd, "LAYERLENS_BENCH_BASE=file://%s/mirror %s %s/data", tmp, script, tmp);
-    if (run_sh(cmd, &out, 1) != 0) fail_msg("download from the mirror: %s", out);
+    if (tu_run_sh(cmd, &out, 1) != 0) fail_msg("download from the mirror: %s", out);
     free(out);
     snprintf(cmd, sizeof cmd, "printf x >> %s/data/rg65.tsv && %s --check %s/data", tmp, script,
              tmp);
-    assert_int_equal(run_sh(cmd, &out, 1), 1);
+    assert_int_equal(tu_run_sh(cmd, &out, 1), 1);
     assert_non_null(strstr(out, "rg65.tsv has sha256"));
     free(out);
 
@@ -398,17 +371,17 @@ static void test_download_benchmarks_script(void **state) {
      * half-written */
     snprintf(cmd, sizeof cmd, "LAYERLENS_BENCH_BASE=http://127.0.0.1:9 %s %s/offline", script,
              tmp);
-    assert_int_equal(run_sh(cmd, &out, 1), 1);
+    assert_int_equal(tu_run_sh(cmd, &out, 1), 1);
     assert_non_null(strstr(out, "offline?"));
     assert_non_null(strstr(out, "not fetched:"));
     assert_non_null(strstr(out, "--check"));
     free(out);
     snprintf(cmd, sizeof cmd, "find %s/offline -type f | wc -l", tmp);
-    assert_int_equal(run_sh(cmd, &out, 0), 0);
+    assert_int_equal(tu_run_sh(cmd, &out, 0), 0);
     assert_int_equal(atoi(out), 0);
     free(out);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    assert_int_equal(run_sh(cmd, &out, 1), 0);
+    assert_int_equal(tu_run_sh(cmd, &out, 1), 0);
     free(out);
     free(text);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "layerlens/blas.h"
 
@@ -108,4 +109,35 @@ const char *tu_tmpdir(void) {
     snprintf(d, sizeof dirs[0], "%s/layerlens-test-XXXXXX", t && *t ? t : "/tmp");
     if (!mkdtemp(d)) fail_msg("mkdtemp failed");
     return d;
+}
+
+int tu_run_sh(const char *cmd, char **out, int merge) {
+    size_t len = strlen(cmd) + 16;
+    char *full = malloc(len);
+    assert_non_null(full);
+    snprintf(full, len, "%s%s", cmd, merge ? " 2>&1" : " 2>/dev/null");
+    FILE *p = popen(full, "r");
+    free(full);
+    assert_non_null(p);
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = malloc(cap + 1);
+    assert_non_null(buf);
+    while ((r = fread(buf + n, 1, cap - n, p)) > 0) {
+        n += r;
+        if (n == cap) {
+            buf = realloc(buf, (cap *= 2) + 1);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+const char *tu_bin(void) {
+    static char path[4096];
+    const char *build = getenv("BUILD");
+    snprintf(path, sizeof path, "%s/layerlens", build && *build ? build : "build");
+    return path;
 }

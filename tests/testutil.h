@@ -28,6 +28,13 @@ char *tu_read_file(const char *path, size_t *len);
  * numbers of the same length (nested [T][C] lists are flattened row-major).
  * Returns +inf on a shape mismatch. */
 double tu_max_abs_diff(const float *got, const json_t *want, size_t n);
+/* Runs a shell command, captures its stdout (and stderr when merge is set)
+ * into *out (malloc'd, NUL-terminated) and returns its exit status (-1 when
+ * it did not exit normally). */
+int tu_run_sh(const char *cmd, char **out, int merge);
+/* The layerlens binary under test: $BUILD/layerlens (BUILD defaults to
+ * "build"; `make asan` sets build-asan). */
+const char *tu_bin(void);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp). */
 const char *tu_tmpdir(void);
 
