@@ -379,10 +379,12 @@ typedef struct pool {
     double until;        /* deadline (now_s) when max_jobs == 0 */
     atomic_long done_tokens, done_jobs;
     double *lat;         /* per job latency (latency mode), [max_jobs] */
+    int threads;         /* threads per product (ll_gemm_set_threads) */
 } pool;
 
 static void *worker_main(void *p_) {
     pool *p = p_;
+    ll_gemm_set_threads(p->threads);
     ll_workspace *ws = ll_workspace_new();
     for (;;) {
         long j = atomic_fetch_add(&p->next, 1);
@@ -509,7 +511,7 @@ static int cmd_engine(const args *a) {
         int nb;
         batch *b = pack_by_tokens(&sf, target, &nb);
         pool p = {.m = m, .batches = b, .n_batches = nb,
-                  .req = {.layers = layer_mask(c, a->layers)}};
+                  .req = {.layers = layer_mask(c, a->layers)}, .threads = a->threads};
         /* warm-up: one pass per worker grows the workspaces */
         p.max_jobs = a->workers;
         run_pool(&p, a->workers);
@@ -574,7 +576,8 @@ static int cmd_forward(const args *a) {
     batch *b = pack_by_count(&sf, per, &nb);
     pool p = {.m = m, .batches = b, .n_batches = nb,
               .req = {.layers = layer_mask(c, a->layers),
-                      .want_projected = c->arch == LL_ARCH_CLIP}};
+                      .want_projected = c->arch == LL_ARCH_CLIP},
+              .threads = a->threads};
     p.max_jobs = a->workers < nb ? a->workers : nb; /* warm-up */
     run_pool(&p, a->workers);
     json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s}", "model", ll_model_id(m), "workers",
@@ -663,25 +666,26 @@ static float *rand_floats(size_t n, float scale, unsigned *seed) {
 typedef struct block_bufs {
     float *x, *ln, *qkv, *att, *fc, *copy, *scores, *act_src;
     float *w_qkv, *w_proj, *w_fc1, *w_fc2, *b, *g;
+    ll_packed p_qkv, p_proj, p_fc1, p_fc2; /* the w_ matrices, packed as at load */
 } block_bufs;
 
 static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
     int C = c->width, F = c->ffn;
     switch (op) {
     case OP_LN1: case OP_LN2: layernorm_forward(k->ln, k->x, k->g, k->b, N, C, c->ln_eps); break;
-    case OP_QKV: matmul_forward(k->qkv, k->ln, k->w_qkv, k->b, N, C, 3 * C); break;
+    case OP_QKV: matmul_forward(k->qkv, k->ln, &k->p_qkv, k->b, N); break;
     case OP_ATTN:
         for (int r = 0; r + T <= N; r += T)
             attention_forward(k->att + (long)r * C, k->qkv + (long)r * 3 * C, k->scores, T, C, c->n_head);
         break;
-    case OP_PROJ: matmul_forward(k->ln, k->att, k->w_proj, k->b, N, C, C); break;
+    case OP_PROJ: matmul_forward(k->ln, k->att, &k->p_proj, k->b, N); break;
     case OP_RES1: case OP_RES2: residual_forward(k->copy, k->x, (long)N * C); break;
-    case OP_FC1: matmul_forward(k->fc, k->ln, k->w_fc1, k->b, N, C, F); break;
+    case OP_FC1: matmul_forward(k->fc, k->ln, &k->p_fc1, k->b, N); break;
     case OP_ACT:
         if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(k->fc, (long)N * F);
         else quick_gelu_forward(k->fc, (long)N * F);
         break;
-    case OP_FC2: matmul_forward(k->ln, k->fc, k->w_fc2, k->b, N, F, C); break;
+    case OP_FC2: matmul_forward(k->ln, k->fc, &k->p_fc2, k->b, N); break;
     case OP_COPY: memcpy(k->copy, k->x, (size_t)N * C * 4); break;
     }
 }
@@ -691,7 +695,7 @@ static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
  * on its own, so a change of machine load hits every operation alike;
  * per_call receives the mean seconds per call. */
 static void time_block_ops(const ll_config *c, int N, int T, double seconds, double *per_call) {
-    long C = c->width, F = c->ffn, M = gemm_rows(N);
+    long C = c->width, F = c->ffn, M = N;
     unsigned seed = 1;
     block_bufs k = {
         .x = rand_floats((size_t)M * C, 1.0f, &seed), .ln = rand_floats((size_t)M * C, 1.0f, &seed),
@@ -701,6 +705,11 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, dou
         .w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), .w_proj = rand_floats((size_t)C * C, 0.04f, &seed),
         .w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), .w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed),
         .b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), .g = rand_floats((size_t)C, 0.1f, &seed)};
+    if (ll_pack_weights(&k.p_qkv, k.w_qkv, (int)C, (int)(3 * C)) ||
+        ll_pack_weights(&k.p_proj, k.w_proj, (int)C, (int)C) ||
+        ll_pack_weights(&k.p_fc1, k.w_fc1, (int)C, (int)F) ||
+        ll_pack_weights(&k.p_fc2, k.w_fc2, (int)F, (int)C))
+        die("%s", "out of memory");
     long reps = 0;
     double t_end = 0;
     for (long rep = -1; rep < 2 || now_s() < t_end; rep++) { /* rep -1: warm-up */
@@ -717,6 +726,8 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, dou
     float *all[] = {k.x, k.ln, k.qkv, k.att, k.fc, k.copy, k.scores, k.act_src,
                     k.w_qkv, k.w_proj, k.w_fc1, k.w_fc2, k.b, k.g};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    ll_packed_free(&k.p_qkv), ll_packed_free(&k.p_proj);
+    ll_packed_free(&k.p_fc1), ll_packed_free(&k.p_fc2);
 }
 
 static int cmd_ops(const args *a) {
@@ -727,6 +738,7 @@ static int cmd_ops(const args *a) {
     snprintf(path, sizeof path, "%s/config.json", a->model);
     if (ll_config_load(path, &c, &err)) die("%s", err.msg);
     openblas_set_num_threads(a->threads);
+    ll_gemm_set_threads(a->threads);
     int T = a->batch > 0 && a->batch != 64 ? a->batch : 14; /* --seqlen, default: STS-B's mean */
     json_t *rows = json_array();
     char *spec = strdup(a->tokens ? a->tokens : "256,2048");

@@ -17,17 +17,14 @@
 # stacks and slows the run by one thread per core for no gain.  No
 # suppression file is used.
 #
-# OPENBLAS_CORETYPE=Sandybridge: valgrind presents an AVX2 CPU without
-# AVX-512, for which OpenBLAS (and ll_blas_select_kernels) choose the
-# Haswell kernels; with those the forward pass is not batch-invariant
-# (test_model's packed-vs-alone check sees 2.3e-6 > 1e-6, natively too with
-# OPENBLAS_CORETYPE=Haswell), which is a numerical matter for test_model to
-# catch on such machines, not a memory error.  The AVX kernels keep this run
-# about memory.  MEMCHECK_CORETYPE overrides ("" = OpenBLAS's own choice).
+# Kernels: valgrind presents an AVX2 CPU without AVX-512, so this build has
+# no -march=native (gemm.c then runs its portable kernel) and OpenBLAS picks
+# its Haswell kernels for attention.  MEMCHECK_CORETYPE sets
+# OPENBLAS_CORETYPE for the run ("" or unset = OpenBLAS's own choice).
 set -u
 cd "$(dirname "$0")/.."
 export OPENBLAS_NUM_THREADS=1
-coretype=${MEMCHECK_CORETYPE-Sandybridge}
+coretype=${MEMCHECK_CORETYPE-}
 if [ -n "$coretype" ]; then export OPENBLAS_CORETYPE=$coretype; fi
 VALGRIND=${VALGRIND:-valgrind}
 command -v "$VALGRIND" >/dev/null || { echo "memcheck: valgrind not found (make deps installs it)" >&2; exit 2; }

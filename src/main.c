@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layerlens/blas.h"
 #include "layerlens/embed.h"
 #include "layerlens/eval.h"
+#include "layerlens/gemm.h"
 #include "layerlens/mkweights.h"
 #include "layerlens/model.h"
 #include "layerlens/server.h"
@@ -267,6 +269,10 @@ static int cmd_mkweights(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     ll_blas_select_kernels(argv);
+    /* the command-line tools run their forward passes on this thread: let
+     * its products use every core, as OpenBLAS's own threads would */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    ll_gemm_set_threads(cores > 0 ? (int)cores : 1);
     if (argc < 2) return fputs(usage_top, stderr), 2;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))

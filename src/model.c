@@ -8,14 +8,13 @@
  * layer norm, the pooled end-token state and the projection are separate
  * outputs), and in the weight layout of their checkpoints.
  *
- * Weight layout: every matrix is used in the [in, out] layout, which GPT-2's
- * Conv1D weights already have (they stay zero-copy in the file mapping).
- * CLIP stores nn.Linear weights [out, in]; they are transposed once at load
- * into owned buffers (q, k, v concatenated into one [C][3C] matrix), because
- * multiplying by [out, in] weights measured 2-2.5x slower at small batches.
- * Cost: one float32 copy of CLIP's block matrices (12 * (4C^2 + 2CF) floats,
- * 151 MB for ViT-B/32's text tower); the mapped originals are then released
- * from memory with madvise. */
+ * Weight layout: the four matrices of each block are packed once at load
+ * into the panel layout of gemm.c (GPT-2's Conv1D weights from their [in, out]
+ * layout, CLIP's nn.Linear weights from [out, in], with q, k and v side by side
+ * as one [C][3C] matrix), so no product ever re-packs or transposes them.
+ * The mapped originals are then released from memory with madvise: the
+ * packed copies replace them (GPT-2 124M: 340 MB, CLIP's text tower: 151 MB),
+ * and the embeddings, layer norms and biases stay zero-copy in the mapping. */
 #include "layerlens/model.h"
 
 #include <limits.h>
@@ -25,6 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "layerlens/gemm.h"
 #include "layerlens/ops.h"
 #include "layerlens/safetensors.h"
 
@@ -32,11 +32,15 @@
 
 typedef struct ll_block {
     const float *ln1_w, *ln1_b;
-    const float *qkv_w, *qkv_b;   /* [C][3C], [3C] */
-    const float *proj_w, *proj_b; /* [C][C], [C] */
+    ll_packed qkv_w;              /* [C][3C] */
+    const float *qkv_b;           /* [3C] */
+    ll_packed proj_w;             /* [C][C] */
+    const float *proj_b;          /* [C] */
     const float *ln2_w, *ln2_b;
-    const float *fc1_w, *fc1_b;   /* [C][F], [F] */
-    const float *fc2_w, *fc2_b;   /* [F][C], [C] */
+    ll_packed fc1_w;              /* [C][F] */
+    const float *fc1_b;           /* [F] */
+    ll_packed fc2_w;              /* [F][C] */
+    const float *fc2_b;           /* [C] */
 } ll_block;
 
 struct ll_model {
@@ -49,8 +53,7 @@ struct ll_model {
     ll_block blocks[LL_MAX_LAYERS];
     const float *lnf_w, *lnf_b; /* GPT-2 ln_f / CLIP final_layer_norm */
     const float *text_proj;     /* CLIP [P][C] (nn.Linear layout, no bias) */
-    float *owned;               /* CLIP's transposed block matrices */
-    size_t owned_floats;
+    float *owned;               /* CLIP's q|k|v biases, 3C per block */
     size_t n_params;
 };
 
@@ -74,6 +77,23 @@ static const float *want(ll_model *m, const char *prefix, const char *name,
     return p;
 }
 
+/* Tells the kernel the mapped pages of a tensor we copied are not needed. */
+static void release_mapped(const float *p, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t e = ((uintptr_t)(p + n)) & ~(uintptr_t)(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Packs W [K][N] (transposed: Wt [N][K] when t) and releases the mapped
+ * original. */
+static int pack(ll_packed *p, const float *W, int K, int N, int t, ll_error *err) {
+    if ((t ? ll_pack_weights_t(p, W, N, K) : ll_pack_weights(p, W, K, N)))
+        return ll_errorf(err, "out of memory packing a %d x %d weight", K, N);
+    release_mapped(W, (size_t)K * N);
+    return 0;
+}
+
 static int bind_gpt2(ll_model *m, ll_error *err) {
     const ll_config *c = &m->cfg;
     long C = c->width, F = c->ffn;
@@ -85,40 +105,28 @@ static int bind_gpt2(ll_model *m, ll_error *err) {
         ll_block *b = &m->blocks[l];
         char p[64];
         snprintf(p, sizeof p, "%sh.%d.", pre, l);
+        const float *qkv, *proj, *fc1, *fc2;
         if (!(b->ln1_w = want(m, p, "ln_1.weight", 1, C, 0, err)) ||
             !(b->ln1_b = want(m, p, "ln_1.bias", 1, C, 0, err)) ||
-            !(b->qkv_w = want(m, p, "attn.c_attn.weight", 2, C, 3 * C, err)) ||
+            !(qkv = want(m, p, "attn.c_attn.weight", 2, C, 3 * C, err)) ||
             !(b->qkv_b = want(m, p, "attn.c_attn.bias", 1, 3 * C, 0, err)) ||
-            !(b->proj_w = want(m, p, "attn.c_proj.weight", 2, C, C, err)) ||
+            !(proj = want(m, p, "attn.c_proj.weight", 2, C, C, err)) ||
             !(b->proj_b = want(m, p, "attn.c_proj.bias", 1, C, 0, err)) ||
             !(b->ln2_w = want(m, p, "ln_2.weight", 1, C, 0, err)) ||
             !(b->ln2_b = want(m, p, "ln_2.bias", 1, C, 0, err)) ||
-            !(b->fc1_w = want(m, p, "mlp.c_fc.weight", 2, C, F, err)) ||
+            !(fc1 = want(m, p, "mlp.c_fc.weight", 2, C, F, err)) ||
             !(b->fc1_b = want(m, p, "mlp.c_fc.bias", 1, F, 0, err)) ||
-            !(b->fc2_w = want(m, p, "mlp.c_proj.weight", 2, F, C, err)) ||
+            !(fc2 = want(m, p, "mlp.c_proj.weight", 2, F, C, err)) ||
             !(b->fc2_b = want(m, p, "mlp.c_proj.bias", 1, C, 0, err)))
+            return -1;
+        if (pack(&b->qkv_w, qkv, C, 3 * C, 0, err) || pack(&b->proj_w, proj, C, C, 0, err) ||
+            pack(&b->fc1_w, fc1, C, F, 0, err) || pack(&b->fc2_w, fc2, F, C, 0, err))
             return -1;
     }
     if (!(m->lnf_w = want(m, pre, "ln_f.weight", 1, C, 0, err)) ||
         !(m->lnf_b = want(m, pre, "ln_f.bias", 1, C, 0, err)))
         return -1;
     return 0;
-}
-
-/* dst[i][col0 + o] = src[o][i] for an nn.Linear weight src [OUT][IN] placed
- * into a [IN][ld] matrix. */
-static void transpose_into(float *dst, long ld, long col0, const float *src,
-                           long OUT, long IN) {
-    for (long o = 0; o < OUT; o++)
-        for (long i = 0; i < IN; i++) dst[i * ld + col0 + o] = src[o * IN + i];
-}
-
-/* Tells the kernel the mapped pages of a tensor we copied are not needed. */
-static void release_mapped(const float *p, size_t n) {
-    long page = sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t e = ((uintptr_t)(p + n)) & ~(uintptr_t)(page - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
 static int bind_clip(ll_model *m, ll_error *err) {
@@ -128,12 +136,9 @@ static int bind_clip(ll_model *m, ll_error *err) {
     if (!(m->tok_emb = want(m, pre, "embeddings.token_embedding.weight", 2, c->vocab, C, err)) ||
         !(m->pos_emb = want(m, pre, "embeddings.position_embedding.weight", 2, c->n_ctx, C, err)))
         return -1;
-    /* per block: qkv [C][3C] + proj [C][C] + fc1 [C][F] + fc2 [F][C] + qkv bias [3C] */
-    size_t per = (size_t)(3 * C * C + C * C + 2 * C * F + 3 * C);
-    m->owned_floats = per * (size_t)c->n_layer;
-    m->owned = malloc(m->owned_floats * sizeof(float));
-    if (!m->owned) return ll_errorf(err, "out of memory for CLIP weights (%zu bytes)",
-                                    m->owned_floats * sizeof(float));
+    /* q, k and v go through one [C][3C] product; their biases are joined too */
+    if (!(m->owned = malloc((size_t)c->n_layer * 3 * C * sizeof(float))))
+        return ll_errorf(err, "out of memory");
     for (int l = 0; l < c->n_layer; l++) {
         ll_block *b = &m->blocks[l];
         char p[96];
@@ -156,23 +161,23 @@ static int bind_clip(ll_model *m, ll_error *err) {
             !(f2 = want(m, p, "mlp.fc2.weight", 2, C, F, err)) ||
             !(b->fc2_b = want(m, p, "mlp.fc2.bias", 1, C, 0, err)))
             return -1;
-        float *qkv = m->owned + per * (size_t)l, *proj = qkv + 3 * C * C;
-        float *fc1 = proj + C * C, *fc2 = fc1 + C * F, *qkvb = fc2 + F * C;
-        transpose_into(qkv, 3 * C, 0, qw, C, C);
-        transpose_into(qkv, 3 * C, C, kw, C, C);
-        transpose_into(qkv, 3 * C, 2 * C, vw, C, C);
-        transpose_into(proj, C, 0, ow, C, C);
-        transpose_into(fc1, F, 0, f1, F, C);
-        transpose_into(fc2, C, 0, f2, C, F);
+        /* q, k and v ([out, in] each) become the column ranges 0, C and 2C
+         * of one packed [C][3C] matrix */
+        if (ll_packed_init(&b->qkv_w, C, 3 * C))
+            return ll_errorf(err, "out of memory packing CLIP's attention weights");
+        const float *qkv_parts[] = {qw, kw, vw};
+        for (int i = 0; i < 3; i++) {
+            ll_packed_set_t(&b->qkv_w, i * C, qkv_parts[i], C);
+            release_mapped(qkv_parts[i], (size_t)(C * C));
+        }
+        if (pack(&b->proj_w, ow, C, C, 1, err) || pack(&b->fc1_w, f1, C, F, 1, err) ||
+            pack(&b->fc2_w, f2, F, C, 1, err))
+            return -1;
+        float *qkvb = m->owned + (size_t)l * 3 * C;
         memcpy(qkvb, qb, C * sizeof(float));
         memcpy(qkvb + C, kb, C * sizeof(float));
         memcpy(qkvb + 2 * C, vb, C * sizeof(float));
-        const float *copied[] = {qw, kw, vw, ow};
-        for (int i = 0; i < 4; i++) release_mapped(copied[i], (size_t)(C * C));
-        release_mapped(f1, (size_t)(F * C));
-        release_mapped(f2, (size_t)(F * C));
-        b->qkv_w = qkv, b->qkv_b = qkvb, b->proj_w = proj;
-        b->fc1_w = fc1, b->fc2_w = fc2;
+        b->qkv_b = qkvb;
     }
     if (!(m->lnf_w = want(m, pre, "final_layer_norm.weight", 1, C, 0, err)) ||
         !(m->lnf_b = want(m, pre, "final_layer_norm.bias", 1, C, 0, err)) ||
@@ -221,6 +226,11 @@ void ll_model_free(ll_model *m) {
     if (!m) return;
     ll_tokenizer_free(m->tok);
     ll_st_close(m->st);
+    for (int l = 0; l < LL_MAX_LAYERS; l++) {
+        ll_block *b = &m->blocks[l];
+        ll_packed_free(&b->qkv_w), ll_packed_free(&b->proj_w);
+        ll_packed_free(&b->fc1_w), ll_packed_free(&b->fc2_w);
+    }
     free(m->owned);
     free(m->dir);
     free(m);
@@ -234,8 +244,8 @@ const char *ll_model_id(const ll_model *m) {
 const char *ll_model_dir(const ll_model *m) { return m->dir; }
 size_t ll_model_param_count(const ll_model *m) { return m->n_params; }
 size_t ll_model_weight_bytes(const ll_model *m) {
-    /* the text model's float32 parameters, plus CLIP's transposed copies
-     * less the mapped originals they replace (released after the copy) */
+    /* the text model's float32 parameters (the packed block matrices replace
+     * the mapped originals, released after packing) */
     return m->n_params * sizeof(float);
 }
 
@@ -320,7 +330,6 @@ static int grow(void **p, size_t bytes) {
  * last. */
 static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
                              size_t T) {
-    N = (size_t)gemm_rows((long)N);
     size_t rows = N * C, wide = N * (F > C ? F : C);
     if (rows > ws->cap_rows) {
         if (grow((void **)&ws->x, rows * 4) || grow((void **)&ws->ln, rows * 4) ||
@@ -361,19 +370,19 @@ static void block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws
     const ll_config *c = &m->cfg;
     int C = c->width, F = c->ffn;
     layernorm_forward(ws->ln, ws->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
-    matmul_forward(ws->qkv, ws->ln, b->qkv_w, b->qkv_b, N, C, 3 * C);
+    matmul_forward(ws->qkv, ws->ln, &b->qkv_w, b->qkv_b, N);
     for (int s = 0; s < n_seq; s++) {
         int r = seq_start[s], T = seq_start[s + 1] - r;
         attention_forward(ws->att + (long)r * C, ws->qkv + (long)r * 3 * C,
                           ws->scores, T, C, c->n_head);
     }
-    matmul_forward(ws->ln, ws->att, b->proj_w, b->proj_b, N, C, C);
+    matmul_forward(ws->ln, ws->att, &b->proj_w, b->proj_b, N);
     residual_forward(ws->x, ws->ln, (long)N * C);
     layernorm_forward(ws->ln, ws->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
-    matmul_forward(ws->fc, ws->ln, b->fc1_w, b->fc1_b, N, C, F);
+    matmul_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N);
     if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(ws->fc, (long)N * F);
     else quick_gelu_forward(ws->fc, (long)N * F);
-    matmul_forward(ws->ln, ws->fc, b->fc2_w, b->fc2_b, N, F, C);
+    matmul_forward(ws->ln, ws->fc, &b->fc2_w, b->fc2_b, N);
     residual_forward(ws->x, ws->ln, (long)N * C);
 }
 

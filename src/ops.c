@@ -68,18 +68,9 @@ void layernorm_forward(float *out, const float *inp, const float *w,
     }
 }
 
-void matmul_forward(float *out, float *inp, const float *W,
-                    const float *bias, int N, int IN, int OUT) {
-    long M = gemm_rows(N);
-    memset(inp + (long)N * IN, 0, (size_t)(M - N) * IN * sizeof(float));
-    float beta = 0.0f;
-    if (bias) {
-        for (long n = 0; n < M; n++)
-            memcpy(out + (long)n * OUT, bias, (size_t)OUT * sizeof(float));
-        beta = 1.0f;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, OUT, IN, 1.0f,
-                inp, IN, W, OUT, beta, out, OUT);
+void matmul_forward(float *out, const float *inp, const ll_packed *W,
+                    const float *bias, int N) {
+    ll_gemm(out, inp, W, bias, N);
 }
 
 /* Row-wise softmax of the causal part (columns 0..i) of an [T][T] score

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layerlens/gemm.h"
 #include "layerlens/mkweights.h"
 
 /* ======================= options ======================= */
@@ -140,8 +141,8 @@ void ll_server_usage(FILE *f) {
         default_text(d, &o, dflt, sizeof dflt);
         fprintf(f, "  %-26s %s\n  %-26s [env %s, default %s]\n", flag, d->help, "", d->env, dflt);
     }
-    fprintf(f, "\nCores: workers x OpenBLAS threads never exceeds the online cores; by default\n"
-               "one worker per core with single-threaded OpenBLAS in each.  SIGTERM/SIGINT\n"
+    fprintf(f, "\nCores: workers x threads per worker never exceeds the online cores; by\n"
+               "default one single-threaded worker per core.  SIGTERM/SIGINT\n"
                "stop accepting, answer every accepted request, and exit 0.  Give the API key\n"
                "by file or variable rather than --api-key: flags show in ps.\n");
 }
@@ -278,7 +279,13 @@ static const char *const FILE_NAMES[LL_MODEL_FILES] = {
     "model.safetensors", "config.json", "vocab.json", "merges.txt",
 };
 
-static void *worker_init(void *ctx, int index) { return ll_workspace_new(); }
+/* Runs on each worker thread as it starts: its share of the cores for the
+ * products of its forward passes (gemm.c; per thread), and its workspace. */
+static void *worker_init(void *ctx, int index) {
+    const ll_server *s = ctx;
+    ll_gemm_set_threads(s->blas_threads);
+    return ll_workspace_new();
+}
 static void worker_free(void *ctx, void *state) { ll_workspace_free(state); }
 
 static int online_cores(void) {
@@ -305,7 +312,8 @@ static int add_model(ll_server *s, const char *id, const char *dir) {
     return 0;
 }
 
-/* Workers x OpenBLAS threads <= cores (see server.h). */
+/* Workers x threads per worker <= cores (see server.h); each worker sets
+ * its products' share in worker_init, OpenBLAS (attention) is set here. */
 static void size_threads(ll_server *s) {
     int cores = online_cores();
     if (s->opts.workers <= 0) s->opts.workers = cores;
@@ -476,7 +484,7 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     }
     size_threads(s);
     if (start_batcher(s, err) || sweeper_start(s, err) || http_start(s, err)) goto fail;
-    ll_logf(&s->logger, LL_LOG_INFO, "listening on http://%s%s%s:%d (%d workers x %d OpenBLAS "
+    ll_logf(&s->logger, LL_LOG_INFO, "listening on http://%s%s%s:%d (%d workers x %d "
             "threads, %d cores; max batch %d tokens / %ld us)",
             strchr(s->opts.host, ':') ? "[" : "", s->opts.host,
             strchr(s->opts.host, ':') ? "]" : "", s->port, s->opts.workers, s->blas_threads,

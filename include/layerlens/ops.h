@@ -2,11 +2,14 @@
  * small function each, float32, row-major, shapes in the signatures.
  *
  * N = rows (tokens of all packed sequences), C = width, T = one sequence's
- * length, NH = heads, F = MLP width.  Matrix products go to OpenBLAS. */
+ * length, NH = heads, F = MLP width.  Products with weights go to gemm.c,
+ * attention's per-sequence products to OpenBLAS. */
 #ifndef LAYERLENS_OPS_H
 #define LAYERLENS_OPS_H
 
 #include <stdint.h>
+
+#include "layerlens/gemm.h"
 
 /* out[n] = wte[ids[n]] + wpe[pos[n]]   (out: [N][C]) */
 void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
@@ -17,25 +20,12 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
 void layernorm_forward(float *out, const float *inp, const float *w,
                        const float *b, int N, int C, float eps);
 
-/* Batch invariance: OpenBLAS computes the last M % 8 rows of a GEMM with
- * narrower kernels whose rounding differs from the full 8/16-row kernels,
- * so the same token would get (slightly) different states depending on its
- * place in a packed batch.  Every GEMM over token rows therefore runs on a
- * multiple of 8 rows; buffers of N rows must have room for
- * gemm_rows(N) rows.  (Measured: all multiples of 8 give bit-identical rows
- * for every shape of both models; at small N the GEMM is bound by reading
- * the weights, so the padding rows cost next to nothing.) */
-#define LL_GEMM_ROW_ALIGN 8
-static inline long gemm_rows(long N) {
-    return (N + LL_GEMM_ROW_ALIGN - 1) / LL_GEMM_ROW_ALIGN * LL_GEMM_ROW_ALIGN;
-}
-
 /* out[N][OUT] = inp[N][IN] @ W[IN][OUT] + bias[OUT]   (bias may be NULL).
- * W is in the [in, out] layout (GPT-2's Conv1D; CLIP's are transposed to it
- * at load, see model.c).  inp and out hold gemm_rows(N) rows; the padding
- * rows of inp are zeroed here and those of out receive bias only. */
-void matmul_forward(float *out, float *inp, const float *W,
-                    const float *bias, int N, int IN, int OUT);
+ * W is packed at load (gemm.h; IN = W->K, OUT = W->N).  Each output row
+ * depends on its own input row only, computed in the same order whatever N
+ * is, so a token's states never depend on the batch it is packed into. */
+void matmul_forward(float *out, const float *inp, const ll_packed *W,
+                    const float *bias, int N);
 
 /* Causal multi-head self-attention of ONE sequence.
  * qkv: [T][3C] (q | k | v, head h = features [h*C/NH, (h+1)*C/NH) of each);

@@ -18,11 +18,12 @@
  *   deadlines -> 504                    src/http.c        (sweeper thread)
  *   options, loading, lifecycle         src/server.c      (main + loader)
  *
- * Cores: workers x OpenBLAS threads never exceeds the online cores.  By
- * default every core gets one worker and OpenBLAS runs single-threaded in
- * each (batching already gives each GEMM many rows, and one thread per GEMM
- * avoids OpenBLAS's shared thread pool); with --workers N < cores, OpenBLAS
- * gets cores / N threads.  The libmicrohttpd threads only parse and tokenize
+ * Cores: workers x threads per worker never exceeds the online cores.  By
+ * default every core gets one worker whose products run single-threaded
+ * (batching already gives each product many rows, and two workers keep both
+ * cores busy without any hand-over between threads); with --workers N <
+ * cores, each worker's products (gemm.c's helpers, OpenBLAS for attention)
+ * get cores / N threads.  The libmicrohttpd threads only parse and tokenize
  * and are not counted. */
 #ifndef LAYERLENS_SERVER_H
 #define LAYERLENS_SERVER_H
