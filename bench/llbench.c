@@ -502,7 +502,7 @@ static int cmd_engine(const args *a) {
     ll_model *m = load_model(a->model);
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
-    openblas_set_num_threads(a->threads);
+    openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
     char *spec = strdup(a->tokens ? a->tokens : "256,512,1024,2048");
     json_t *rows = json_array();
     for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok;
@@ -527,8 +527,11 @@ static int cmd_engine(const args *a) {
             att += attention_flops(c, bj->seqs, bj->n);
         }
         long mean_tok = toks / (jobs ? jobs : 1);
-        double gemm = sgemm_gflops((int)((mean_tok + 7) / 8 * 8), c->width, c->ffn,
-                                   a->workers, a->seconds < 1 ? a->seconds : 1.0);
+        /* the bound: cblas_sgemm with the same threads per pass */
+        openblas_set_num_threads(a->threads);
+        double gemm = sgemm_gflops((int)mean_tok, c->width, c->ffn, a->workers,
+                                   a->seconds < 3 ? a->seconds : 3.0);
+        openblas_set_num_threads(1);
         double gf = (lin + att) / dt / 1e9;
         json_array_append_new(rows, json_pack(
             "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
@@ -571,7 +574,7 @@ static int cmd_forward(const args *a) {
     ll_model *m = load_model(a->model);
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
-    openblas_set_num_threads(a->threads);
+    openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
     int nb, per = a->latency ? 1 : a->batch;
     batch *b = pack_by_count(&sf, per, &nb);
     pool p = {.m = m, .batches = b, .n_batches = nb,
@@ -737,7 +740,7 @@ static int cmd_ops(const args *a) {
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", a->model);
     if (ll_config_load(path, &c, &err)) die("%s", err.msg);
-    openblas_set_num_threads(a->threads);
+    openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
     ll_gemm_set_threads(a->threads);
     int T = a->batch > 0 && a->batch != 64 ? a->batch : 14; /* --seqlen, default: STS-B's mean */
     json_t *rows = json_array();

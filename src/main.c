@@ -7,6 +7,7 @@
  *
  * Each command parses its flags, calls the library, prints JSON on stdout and
  * errors on stderr, and exits 0 on success, 1 on a failure, 2 on bad usage. */
+#include <cblas.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -273,6 +274,7 @@ int main(int argc, char **argv) {
      * its products use every core, as OpenBLAS's own threads would */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     ll_gemm_set_threads(cores > 0 ? (int)cores : 1);
+    openblas_set_num_threads(1); /* attention only; its pool would spin */
     if (argc < 2) return fputs(usage_top, stderr), 2;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help"))

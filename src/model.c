@@ -52,7 +52,7 @@ struct ll_model {
     const float *pos_emb; /* [n_ctx][C] */
     ll_block blocks[LL_MAX_LAYERS];
     const float *lnf_w, *lnf_b; /* GPT-2 ln_f / CLIP final_layer_norm */
-    const float *text_proj;     /* CLIP [P][C] (nn.Linear layout, no bias) */
+    ll_packed text_proj;        /* CLIP [C][P] (from nn.Linear's [P][C], no bias) */
     float *owned;               /* CLIP's q|k|v biases, 3C per block */
     size_t n_params;
 };
@@ -130,6 +130,7 @@ static int bind_gpt2(ll_model *m, ll_error *err) {
 }
 
 static int bind_clip(ll_model *m, ll_error *err) {
+    const float *proj;
     const ll_config *c = &m->cfg;
     long C = c->width, F = c->ffn;
     const char *pre = "text_model.";
@@ -181,7 +182,8 @@ static int bind_clip(ll_model *m, ll_error *err) {
     }
     if (!(m->lnf_w = want(m, pre, "final_layer_norm.weight", 1, C, 0, err)) ||
         !(m->lnf_b = want(m, pre, "final_layer_norm.bias", 1, C, 0, err)) ||
-        !(m->text_proj = want(m, "", "text_projection.weight", 2, c->proj_dim, C, err)))
+        !(proj = want(m, "", "text_projection.weight", 2, c->proj_dim, C, err)) ||
+        pack(&m->text_proj, proj, C, c->proj_dim, 1, err))
         return -1;
     return 0;
 }
@@ -231,6 +233,7 @@ void ll_model_free(ll_model *m) {
         ll_packed_free(&b->qkv_w), ll_packed_free(&b->proj_w);
         ll_packed_free(&b->fc1_w), ll_packed_free(&b->fc2_w);
     }
+    ll_packed_free(&m->text_proj);
     free(m->owned);
     free(m->dir);
     free(m);
@@ -490,11 +493,8 @@ int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
             float *pooled = out->pooled + (long)s * C;
             layernorm_forward(pooled, ws->x + (long)r * C, m->lnf_w, m->lnf_b, 1, C,
                               c->ln_eps);
-            /* projected[P] = text_projection[P][C] @ pooled[C], one sequence at
-             * a time: a GEMM over all sequences would round differently
-             * depending on how many there are */
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, c->proj_dim, C, 1.0f, m->text_proj, C,
-                        pooled, 1, 0.0f, out->projected + (long)s * c->proj_dim, 1);
+            /* projected[P] = pooled[C] @ text_projection^T */
+            ll_gemm(out->projected + (long)s * c->proj_dim, pooled, &m->text_proj, NULL, 1);
         }
     }
     if (fail) {

@@ -313,13 +313,15 @@ static int add_model(ll_server *s, const char *id, const char *dir) {
 }
 
 /* Workers x threads per worker <= cores (see server.h); each worker sets
- * its products' share in worker_init, OpenBLAS (attention) is set here. */
+ * its products' share in worker_init. */
 static void size_threads(ll_server *s) {
     int cores = online_cores();
     if (s->opts.workers <= 0) s->opts.workers = cores;
     s->blas_threads = cores / s->opts.workers;
     if (s->blas_threads < 1) s->blas_threads = 1;
-    openblas_set_num_threads(s->blas_threads);
+    /* OpenBLAS only computes attention's small per-head products; its own
+     * pool would spin between calls against gemm.c's helper threads. */
+    openblas_set_num_threads(1);
 }
 
 static int start_batcher(ll_server *s, ll_error *err) {

@@ -22,8 +22,8 @@
  * default every core gets one worker whose products run single-threaded
  * (batching already gives each product many rows, and two workers keep both
  * cores busy without any hand-over between threads); with --workers N <
- * cores, each worker's products (gemm.c's helpers, OpenBLAS for attention)
- * get cores / N threads.  The libmicrohttpd threads only parse and tokenize
+ * cores, each worker's products get cores / N threads (gemm.c's helpers;
+ * OpenBLAS, used for attention only, always runs single-threaded).  The libmicrohttpd threads only parse and tokenize
  * and are not counted. */
 #ifndef LAYERLENS_SERVER_H
 #define LAYERLENS_SERVER_H
