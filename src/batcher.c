@@ -30,6 +30,7 @@ struct ll_batcher {
     lane lanes[LL_BATCHER_MAX_LANES];
     int n_lanes;
     int depth;     /* reserved + queued items */
+    int running;   /* workers running a batch */
     int stopping;  /* no new reservations; flush without waiting */
     int started, stopped;
     pthread_t *threads;
@@ -151,7 +152,7 @@ static int due_lane(ll_batcher *b, int64_t now, int64_t *wake) {
         if (!l->head || (l->background && foreground)) continue;
         int64_t due_at = l->head->enqueued_us + b->opts.max_wait_us;
         int due = b->stopping || l->tokens >= b->opts.max_batch_tokens ||
-                  now >= due_at;
+                  now >= due_at || (b->running == 0 && !b->opts.wait_when_idle);
         if (due) {
             int64_t age = now - l->head->enqueued_us;
             if (age > best_age) { best = i; best_age = age; }
@@ -223,12 +224,14 @@ static void *worker_main(void *p) {
         lane *l = &b->lanes[li];
         int n = 0, nd = 0;
         take_batch(b, l, batch, &n, dropped, &nd);
+        if (n > 0) b->running++;
         if (any_queued(b)) pthread_cond_signal(&b->cv); /* more work: wake a peer */
         pthread_mutex_unlock(&b->mu);
         for (int i = 0; i < nd; i++)
             if (l->drop) l->drop(l->ctx, dropped[i]);
         if (n > 0) l->run(l->ctx, state, batch, n);
         pthread_mutex_lock(&b->mu);
+        if (n > 0) b->running--;
     }
     /* Let the other workers see the end condition too. */
     pthread_cond_broadcast(&b->cv);

@@ -223,11 +223,28 @@ static struct {
           .busy = PTHREAD_MUTEX_INITIALIZER, .grow = PTHREAD_MUTEX_INITIALIZER};
 
 static _Thread_local int my_threads = 1;
+static atomic_int in_pass; /* forward passes running (ll_gemm_pass_begin) */
 
 void ll_gemm_set_threads(int n) {
     my_threads = n < 1 ? 1 : n > MAX_HELPERS + 1 ? MAX_HELPERS + 1 : n;
 }
 int ll_gemm_threads(void) { return my_threads; }
+
+void ll_gemm_pass_begin(void) { atomic_fetch_add(&in_pass, 1); }
+void ll_gemm_pass_end(void) { atomic_fetch_sub(&in_pass, 1); }
+
+/* This product's threads: the thread's share less one for every other pass
+ * running now (so two passes on two cores get one each, a pass alone gets
+ * both).  Decided per product: when a second pass starts, the first gives
+ * its helper back at its next product. */
+static int threads_now(void) {
+    int n = my_threads;
+    if (n > 1) {
+        int others = atomic_load_explicit(&in_pass, memory_order_relaxed) - 1;
+        if (others > 0) n = n - others < 1 ? 1 : n - others;
+    }
+    return n;
+}
 
 static void job_part(const job *j, int part) {
     size_t P = panel_count(j->W->N);
@@ -328,7 +345,8 @@ static int pool_ensure(int n, int *helpers) {
 void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
              int M) {
     size_t P = panel_count(W->N);
-    int n = my_threads < (int)P ? my_threads : (int)P;
+    int n = threads_now();
+    if (n > (int)P) n = (int)P;
     if (M <= 0) return;
     if (n <= 1 || pthread_mutex_trylock(&pool.busy) != 0) {
         gemm_panels(out, inp, W, bias, M, 0, P);

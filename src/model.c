@@ -443,9 +443,9 @@ static int argmax_id(const int32_t *ids, int T) {
     return best;
 }
 
-int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
-               int n_seq, const ll_forward_req *req, ll_states *out,
-               ll_error *err) {
+static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
+                        int n_seq, const ll_forward_req *req, ll_states *out,
+                        ll_error *err) {
     const ll_config *c = &m->cfg;
     int C = c->width, is_gpt2 = c->arch == LL_ARCH_GPT2, tmax = 0, fail = 0;
     long N = 0;
@@ -502,6 +502,16 @@ int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         return ll_errorf(err, "out of memory for the outputs of %ld tokens", N);
     }
     return 0;
+}
+
+int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
+               int n_seq, const ll_forward_req *req, ll_states *out,
+               ll_error *err) {
+    /* counted as running, so that concurrent passes share the cores (gemm.h) */
+    ll_gemm_pass_begin();
+    int rc = forward_pass(m, ws, seqs, n_seq, req, out, err);
+    ll_gemm_pass_end();
+    return rc;
 }
 
 void ll_gpt2_logits(const ll_model *m, const float *row, float *logits) {

@@ -54,6 +54,8 @@ static const opt_def OPTS[] = {
     {"--max-batch-wait-us", "LAYERLENS_MAX_BATCH_WAIT_US", "N", OPT_LONG,
      OFF(max_batch_wait_us), 0, 10000000,
      "longest a queued sequence waits for others to share its batch"},
+    {"--batch-idle-wait", "LAYERLENS_BATCH_IDLE_WAIT", NULL, OPT_FLAG, OFF(batch_idle_wait), 0, 1,
+     "wait --max-batch-wait-us even when no batch is running (default: start at once)"},
     {"--max-queue", "LAYERLENS_MAX_QUEUE", "N", OPT_INT, OFF(max_queue), 1, 1 << 24,
      "sequences waiting at most; beyond, requests get 503 + Retry-After"},
     {"--max-inputs", "LAYERLENS_MAX_INPUTS", "N", OPT_INT, OFF(max_inputs), 1, 1 << 24,
@@ -141,8 +143,8 @@ void ll_server_usage(FILE *f) {
         default_text(d, &o, dflt, sizeof dflt);
         fprintf(f, "  %-26s %s\n  %-26s [env %s, default %s]\n", flag, d->help, "", d->env, dflt);
     }
-    fprintf(f, "\nCores: workers x threads per worker never exceeds the online cores; by\n"
-               "default one single-threaded worker per core.  SIGTERM/SIGINT\n"
+    fprintf(f, "\nCores: one worker per core by default; a forward pass running alone uses\n"
+               "every core, concurrent passes share them.  SIGTERM/SIGINT\n"
                "stop accepting, answer every accepted request, and exit 0.  Give the API key\n"
                "by file or variable rather than --api-key: flags show in ps.\n");
 }
@@ -279,11 +281,12 @@ static const char *const FILE_NAMES[LL_MODEL_FILES] = {
     "model.safetensors", "config.json", "vocab.json", "merges.txt",
 };
 
-/* Runs on each worker thread as it starts: its share of the cores for the
- * products of its forward passes (gemm.c; per thread), and its workspace. */
+/* Runs on each worker thread as it starts: the threads its products may use
+ * (gemm.c, per thread; the cores less one per other pass running), and its
+ * workspace. */
 static void *worker_init(void *ctx, int index) {
     const ll_server *s = ctx;
-    ll_gemm_set_threads(s->blas_threads);
+    ll_gemm_set_threads(s->pass_threads);
     return ll_workspace_new();
 }
 static void worker_free(void *ctx, void *state) { ll_workspace_free(state); }
@@ -312,13 +315,13 @@ static int add_model(ll_server *s, const char *id, const char *dir) {
     return 0;
 }
 
-/* Workers x threads per worker <= cores (see server.h); each worker sets
- * its products' share in worker_init. */
+/* The cores a pass may use (see server.h); each worker sets it for its
+ * products in worker_init. */
 static void size_threads(ll_server *s) {
     int cores = online_cores();
     if (s->opts.workers <= 0) s->opts.workers = cores;
-    s->blas_threads = cores / s->opts.workers;
-    if (s->blas_threads < 1) s->blas_threads = 1;
+    /* a pass alone may use every core; concurrent passes share them (gemm.h) */
+    s->pass_threads = cores;
     /* OpenBLAS only computes attention's small per-head products; its own
      * pool would spin between calls against gemm.c's helper threads. */
     openblas_set_num_threads(1);
@@ -328,6 +331,7 @@ static int start_batcher(ll_server *s, ll_error *err) {
     ll_batcher_opts bo = {
         .workers = s->opts.workers, .max_batch_tokens = s->opts.max_batch_tokens,
         .max_wait_us = s->opts.max_batch_wait_us, .max_queue = s->opts.max_queue,
+        .wait_when_idle = s->opts.batch_idle_wait,
         .worker_init = worker_init, .worker_free = worker_free, .worker_ctx = s,
     };
     s->batcher = ll_batcher_new(&bo, err);
@@ -486,11 +490,10 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     }
     size_threads(s);
     if (start_batcher(s, err) || sweeper_start(s, err) || http_start(s, err)) goto fail;
-    ll_logf(&s->logger, LL_LOG_INFO, "listening on http://%s%s%s:%d (%d workers x %d "
-            "threads, %d cores; max batch %d tokens / %ld us)",
+    ll_logf(&s->logger, LL_LOG_INFO, "listening on http://%s%s%s:%d (%d workers sharing %d "
+            "cores; max batch %d tokens / %ld us)",
             strchr(s->opts.host, ':') ? "[" : "", s->opts.host,
-            strchr(s->opts.host, ':') ? "]" : "", s->port, s->opts.workers, s->blas_threads,
-            online_cores(), s->opts.max_batch_tokens, s->opts.max_batch_wait_us);
+            strchr(s->opts.host, ':') ? "]" : "", s->port, s->opts.workers, s->pass_threads, s->opts.max_batch_tokens, s->opts.max_batch_wait_us);
     log_access(s);
     return s;
 fail:

@@ -1,5 +1,6 @@
 /* test_server_batcher.c - the server's queue and worker pool with a fake
- * forward function: packing by tokens, the wait deadline, oversize items,
+ * forward function: packing by tokens, the wait deadline, an idle batcher
+ * starting at once, oversize items,
  * queue limits, cancellation, draining on stop, and many producers at once
  * (nothing lost, nothing run twice). */
 #include "testutil.h"
@@ -32,6 +33,8 @@ typedef struct recorder {
     int drops_of[MAX_RECORDED];
     int n_dropped;
     int worker_states;
+    int64_t batch_start_us[MAX_RECORDED];
+    useconds_t hold_us; /* each run lasts this long (a forward pass) */
 } recorder;
 
 static void rec_init(recorder *r) {
@@ -55,9 +58,12 @@ static void fake_run(void *ctx, void *state, ll_batch_item **items, int n) {
     if (r->n_batches < MAX_RECORDED) {
         r->batch_size[r->n_batches] = n;
         r->batch_tokens[r->n_batches] = tokens;
+        r->batch_start_us[r->n_batches] = ll_now_us();
     }
     r->n_batches++;
+    useconds_t hold = r->hold_us;
     pthread_mutex_unlock(&r->mu);
+    if (hold) usleep(hold);
 }
 
 static void fake_drop(void *ctx, ll_batch_item *bi) {
@@ -78,10 +84,11 @@ static void *state_init(void *ctx, int index) {
 
 static void state_free(void *ctx, void *state) { free(state); }
 
-static ll_batcher *make(recorder *r, int workers, int max_tokens, int64_t wait_us,
-                        int max_queue) {
+static ll_batcher *make_idle(recorder *r, int workers, int max_tokens, int64_t wait_us,
+                             int max_queue, int wait_when_idle) {
     ll_batcher_opts o = {.workers = workers, .max_batch_tokens = max_tokens,
                          .max_wait_us = wait_us, .max_queue = max_queue,
+                         .wait_when_idle = wait_when_idle,
                          .worker_init = state_init, .worker_free = state_free,
                          .worker_ctx = r};
     ll_error err = {{0}};
@@ -90,6 +97,12 @@ static ll_batcher *make(recorder *r, int workers, int max_tokens, int64_t wait_u
     assert_int_equal(ll_batcher_add_lane(b, fake_run, fake_drop, r, &err), 0);
     assert_int_equal(ll_batcher_start(b, &err), 0);
     return b;
+}
+
+/* The tests of the wait itself keep it even when the batcher is idle. */
+static ll_batcher *make(recorder *r, int workers, int max_tokens, int64_t wait_us,
+                        int max_queue) {
+    return make_idle(r, workers, max_tokens, wait_us, max_queue, 1);
 }
 
 static void push_items(ll_batcher *b, item *its, int n) {
@@ -164,6 +177,36 @@ static void test_wait_deadline(void **state) {
     assert_true(waited < 1000000);
     assert_int_equal(r.n_batches, 1);
     assert_int_equal(r.batch_size[0], 2);
+    ll_batcher_free(b);
+}
+
+/* By default an idle batcher runs a lone item at once, however long the
+ * wait; an item queued while another batch runs waits for company (here:
+ * until that batch ends, which makes the batcher idle again), even with a
+ * second worker free. */
+static void test_idle_starts_at_once(void **state) {
+    recorder r;
+    rec_init(&r);
+    r.hold_us = 300000;
+    ll_batcher *b = make_idle(&r, 2, 1000, 10 * 1000000, 64, 0);
+    item its[2] = {0};
+    its[0].id = 0; its[0].base.n_tok = 2;
+    its[1].id = 1; its[1].base.n_tok = 2;
+    int64_t t0 = ll_now_us();
+    push_items(b, its, 1);
+    wait_for_runs(&r, 1, 3000000);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.n_run, 1);
+    assert_true(r.first_run_us - t0 < 100000); /* not the 10 s wait */
+    pthread_mutex_unlock(&r.mu);
+    push_items(b, its + 1, 1);
+    wait_for_runs(&r, 2, 3000000);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.n_batches, 2);
+    int64_t second = r.batch_start_us[1] - r.batch_start_us[0];
+    pthread_mutex_unlock(&r.mu);
+    assert_true(second >= 250000);  /* not taken by the free worker at once */
+    assert_true(second < 2000000);  /* but as soon as the first batch ended */
     ll_batcher_free(b);
 }
 
@@ -295,6 +338,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_packs_by_tokens),
         cmocka_unit_test(test_wait_deadline),
+        cmocka_unit_test(test_idle_starts_at_once),
         cmocka_unit_test(test_oversize_item),
         cmocka_unit_test(test_queue_limit),
         cmocka_unit_test(test_cancelled_dropped),

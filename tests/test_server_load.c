@@ -199,7 +199,7 @@ static void test_concurrent_clients(void **state) {
 static void test_queue_full_503(void **state) {
     tu_shared();
     const char *extra[] = {"--workers", "1", "--max-queue", "4", "--max-inputs", "4",
-                           "--max-batch-wait-us", "1500000", NULL};
+                           "--max-batch-wait-us", "1500000", "--batch-idle-wait", NULL};
     start_gpt2_clip(extra, 0);
     /* A fills the queue and waits there for company (1.5 s) */
     const char *a = "{\"model\": \"gpt2\", \"input\": [\"one\", \"two\", \"three\", \"four\"]}";
@@ -242,7 +242,7 @@ static void test_queue_full_503(void **state) {
 static void test_timeout_504(void **state) {
     tu_shared();
     const char *extra[] = {"--workers", "1", "--request-timeout-ms", "300",
-                           "--max-batch-wait-us", "2000000", NULL};
+                           "--max-batch-wait-us", "2000000", "--batch-idle-wait", NULL};
     start_gpt2_clip(extra, 0);
     th_resp r;
     const char *b = "{\"model\": \"gpt2\", \"input\": \"late\"}";
@@ -311,7 +311,7 @@ static void test_sigterm_in_flight(void **state) {
     tu_shared();
     /* batches wait 1 s for company, so the requests are still queued when
      * the signal comes */
-    const char *extra[] = {"--workers", "2", "--max-batch-wait-us", "1000000", NULL};
+    const char *extra[] = {"--workers", "2", "--max-batch-wait-us", "1000000", "--batch-idle-wait", NULL};
     start_gpt2_clip(extra, 0);
     atomic_int sent = 0;
     waiter w[INFLIGHT];
@@ -358,7 +358,7 @@ static void test_sigterm_in_flight(void **state) {
  * interval, and its sequences are dropped unrun when their batch comes due. */
 static void test_client_gone_drops_work(void **state) {
     tu_shared();
-    const char *extra[] = {"--workers", "1", "--max-batch-wait-us", "1500000", NULL};
+    const char *extra[] = {"--workers", "1", "--max-batch-wait-us", "1500000", "--batch-idle-wait", NULL};
     start_gpt2_clip(extra, 0);
     const char *a = "{\"model\": \"gpt2\", \"input\": [\"one\", \"two\", \"three\"]}";
     int fd = th_connect(SRV.port);

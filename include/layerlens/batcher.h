@@ -7,6 +7,10 @@
  * when either
  *   - the lane holds at least max_batch_tokens tokens, or
  *   - its oldest item has waited max_wait_us, or
+ *   - no worker is running a batch (an idle service does not make a lone
+ *     request wait for company that is not coming; under load, items pile up
+ *     while the workers compute and each batch takes them all; off with
+ *     wait_when_idle), or
  *   - the batcher is draining (shutdown: nothing waits any more).
  * It then takes items in queue order while their tokens fit in
  * max_batch_tokens (always at least one, so a sequence longer than the limit
@@ -54,7 +58,10 @@ typedef void (*ll_batch_drop_fn)(void *lane_ctx, ll_batch_item *item);
 typedef struct ll_batcher_opts {
     int workers;          /* worker threads, >= 1 */
     int max_batch_tokens; /* >= 1 */
-    int64_t max_wait_us;  /* >= 0; 0 = run whatever is queued at once */
+    int64_t max_wait_us;  /* >= 0; 0 = run whatever is queued at once;
+                             not waited when every worker is idle, unless
+                             wait_when_idle */
+    int wait_when_idle;
     int max_queue;        /* waiting items, >= 1 */
     /* Per-worker state, created and destroyed on the worker's own thread
      * (either may be NULL). */

@@ -18,13 +18,12 @@
  *   deadlines -> 504                    src/http.c        (sweeper thread)
  *   options, loading, lifecycle         src/server.c      (main + loader)
  *
- * Cores: workers x threads per worker never exceeds the online cores.  By
- * default every core gets one worker whose products run single-threaded
- * (batching already gives each product many rows, and two workers keep both
- * cores busy without any hand-over between threads); with --workers N <
- * cores, each worker's products get cores / N threads (gemm.c's helpers;
- * OpenBLAS, used for attention only, always runs single-threaded).  The libmicrohttpd threads only parse and tokenize
- * and are not counted. */
+ * Cores: one worker per core by default.  A forward pass running alone
+ * uses every core (gemm.c's helper threads split its products), and each
+ * other pass running takes one away, so under load every worker computes
+ * on its own core and a lone request still gets them all (gemm.h).
+ * OpenBLAS, used for attention only, runs single-threaded.  The
+ * libmicrohttpd threads only parse and tokenize and are not counted. */
 #ifndef LAYERLENS_SERVER_H
 #define LAYERLENS_SERVER_H
 
@@ -44,6 +43,7 @@ typedef struct ll_server_opts {
     int workers;              /* 0: one per online core */
     int max_batch_tokens;     /* tokens per forward pass */
     long max_batch_wait_us;   /* longest wait of a queued sequence for company */
+    int batch_idle_wait;      /* wait even when no batch runs (batcher.h) */
     int max_queue;            /* sequences waiting; more is answered 503 */
     int max_inputs;           /* sequences per request; more is answered 413 */
     size_t max_body_bytes;    /* larger bodies are answered 413 */

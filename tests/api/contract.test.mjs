@@ -200,7 +200,7 @@ before(async t => {
   // a second server made to refuse: a two-sequence queue whose batches wait
   // 10 s for company, and a 3 s deadline
   limited = await startServer(shared, ['--max-queue', '2', '--max-inputs', '2',
-                                       '--max-batch-wait-us', '10000000', '--request-timeout-ms', '3000']);
+                                       '--max-batch-wait-us', '10000000', '--batch-idle-wait', '--request-timeout-ms', '3000']);
 });
 
 after(async () => {
