@@ -230,8 +230,15 @@ void ll_gemm_set_threads(int n) {
 }
 int ll_gemm_threads(void) { return my_threads; }
 
-void ll_gemm_pass_begin(void) { atomic_fetch_add(&in_pass, 1); }
-void ll_gemm_pass_end(void) { atomic_fetch_sub(&in_pass, 1); }
+/* Nested brackets on one thread count once (a server worker brackets its
+ * whole batch, ll_forward its pass inside it). */
+static _Thread_local int pass_depth;
+void ll_gemm_pass_begin(void) {
+    if (pass_depth++ == 0) atomic_fetch_add(&in_pass, 1);
+}
+void ll_gemm_pass_end(void) {
+    if (--pass_depth == 0) atomic_fetch_sub(&in_pass, 1);
+}
 
 /* This product's threads: the thread's share less one for every other pass
  * running now (so two passes on two cores get one each, a pass alone gets

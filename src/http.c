@@ -21,6 +21,8 @@
 #include <unistd.h>
 #include <utf8proc.h>
 
+#include "layerlens/json_out.h"
+
 typedef struct route {
     const char *path;
     const char *method; /* GET routes also answer HEAD */
@@ -90,13 +92,15 @@ static struct MHD_Response *response_from(char *text, size_t len,
 }
 
 /* Floats are float32 values: 9 significant digits print each one so that
- * it reads back to the same float. */
+ * it reads back to the same float (json_out.c: the text json_dumps with
+ * JSON_REAL_PRECISION(9) gives, several times faster). */
 struct MHD_Response *make_json_response(json_t *body, int status) {
     if (!body) return NULL;
-    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    size_t len;
+    char *text = ll_json_dumps(body, &len);
     json_decref(body);
     if (!text) return NULL;
-    struct MHD_Response *resp = response_from(text, strlen(text), "application/json");
+    struct MHD_Response *resp = response_from(text, len, "application/json");
     if (resp && status == 503) MHD_add_response_header(resp, "Retry-After", "1");
     return resp;
 }

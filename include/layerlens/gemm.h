@@ -49,7 +49,9 @@ void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias
 /* Threads a product on this thread may use (default 1; per calling thread):
  * the most it uses, when no other forward pass is running.  Each other
  * pass running at the time of a product (between ll_gemm_pass_begin and
- * _end, which ll_forward calls) takes one away, down to 1: the server's
+ * _end, which ll_forward calls; a server worker brackets its whole batch,
+ * responses included; nested brackets of a thread count once) takes one
+ * away, down to 1: the server's
  * workers each get every core, a pass alone uses them all, and concurrent
  * passes share them without oversubscribing (except for the one product a
  * pass is in when another starts). */
