@@ -29,6 +29,7 @@
 #include "server_internal.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,6 @@
 
 #define MAX_FINISHED 64      /* finished jobs kept in memory */
 #define MAX_PENDING 32       /* queued + running jobs; more is 503 */
-#define EVAL_CACHE_BYTES ((size_t)512 << 20)
 
 enum { ST_QUEUED, ST_RUNNING, ST_DONE, ST_FAILED, ST_CANCELLED };
 static const char *const STATUS[] = {"queued", "running", "done", "failed", "cancelled"};
@@ -389,6 +389,9 @@ static void run_job(eval_service *svc, eval_job *j) {
     json_t *out = NULL;
     ll_error err = {{0}};
     int rc = ll_eval_run(&env, j->req, &out, &err);
+    /* an evaluation frees hundreds of MiB of working vectors at its end:
+     * give them back to the system rather than keep them in malloc's pools */
+    malloc_trim(0);
     pthread_mutex_lock(&svc->mu);
     j->status = rc == 0 ? ST_DONE : rc == LL_EVAL_CANCELLED ? ST_CANCELLED : ST_FAILED;
     j->result = out;
@@ -455,7 +458,7 @@ int eval_service_new(ll_server *s, ll_error *err) {
     pthread_mutex_init(&svc->mu, NULL);
     pthread_cond_init(&svc->cv, NULL);
     s->eval = svc;
-    if (!(svc->cache = ll_eval_cache_new(EVAL_CACHE_BYTES, err))) return -1;
+    if (!(svc->cache = ll_eval_cache_new((size_t)s->opts.eval_cache_mb << 20, err))) return -1;
     /* lanes n_models .. 2 n_models - 1: model i's background lane */
     for (int i = 0; i < s->n_models; i++) {
         int lane = ll_batcher_add_lane(s->batcher, eval_lane_run, eval_lane_drop,

@@ -17,6 +17,7 @@
  * and the embeddings, layer norms and biases stay zero-copy in the mapping. */
 #include "layerlens/model.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,7 +467,16 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         out->seq_start[s + 1] = r;
     }
     size_t NC = (size_t)N * C;
-    embedding_forward(ws->x, ws->ids, ws->pos, m->tok_emb, m->pos_emb, (int)N, C);
+    /* x[n] = tok_emb[ids[n]] + pos_emb[pos[n]]; the token rows are read, not
+     * touched through the mapping (see ll_st_read_f32: a benchmark's
+     * vocabulary otherwise drew most of both tables, 190 MiB, into memory) */
+    for (long n = 0; n < N; n++)
+        if (ll_st_read_f32(m->st, m->tok_emb + (long)ws->ids[n] * C, ws->x + n * C, (size_t)C)) {
+            ll_states_free(out);
+            return ll_errorf(err, "%s: cannot read the token embeddings: %s", m->dir,
+                             strerror(errno));
+        }
+    position_add_forward(ws->x, ws->pos, m->pos_emb, (int)N, C);
     int last = blocks_needed(c, req);
     for (int l = 0; l <= last && !fail; l++) {
         if (l > 0) block_forward(m, &m->blocks[l - 1], ws, out->seq_start, n_seq, (int)N);

@@ -86,6 +86,7 @@ struct ll_st_file {
     size_t n;
     entry **by_name;     /* sorted by name */
     pthread_mutex_t lock;
+    int fd;              /* kept open for ll_st_read_f32 */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -163,7 +164,8 @@ static int map_file(ll_st_file *f, ll_error *err) {
             rc = 0;
         }
     }
-    close(fd); /* the mapping stays valid */
+    if (rc == 0) f->fd = fd; /* for ll_st_read_f32 */
+    else close(fd);
     return rc;
 }
 
@@ -375,6 +377,7 @@ ll_st_file *ll_st_open(const char *path, ll_error *err) {
         return NULL;
     }
     pthread_mutex_init(&f->lock, NULL);
+    f->fd = -1;
     if (!(f->path = strdup(path))) {
         ll_errorf(err, "%s: out of memory", path);
         ll_st_close(f);
@@ -396,6 +399,7 @@ void ll_st_close(ll_st_file *f) {
     free(f->e);
     free(f->by_name);
     if (f->map) munmap((void *)f->map, f->size);
+    if (f->fd >= 0) close(f->fd);
     pthread_mutex_destroy(&f->lock);
     free(f->path);
     free(f);
@@ -676,4 +680,24 @@ int ll_st_write(const char *path, const ll_st_out *ts, size_t n,
     if (rc) unlink(tmp);
     free(tmp);
     return rc;
+}
+
+int ll_st_read_f32(const ll_st_file *f, const float *p, float *dst, size_t n) {
+    const uint8_t *b = (const uint8_t *)p;
+    size_t bytes = n * sizeof(float);
+    if (f->fd < 0 || b < f->map || b > f->map + f->size || bytes > (size_t)(f->map + f->size - b)) {
+        memcpy(dst, p, bytes); /* not in the mapping: a converted copy */
+        return 0;
+    }
+    off_t off = (off_t)(b - f->map);
+    for (size_t done = 0; done < bytes;) {
+        ssize_t r = pread(f->fd, (char *)dst + done, bytes - done, off + (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r == 0) errno = EIO; /* the file shrank */
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
 }

@@ -83,6 +83,8 @@ static const opt_def OPTS[] = {
     {"--max-connections-per-ip", "LAYERLENS_MAX_CONNECTIONS_PER_IP", "N", OPT_INT,
      OFF(max_connections_per_ip), 0, 100000,
      "open connections from one client address; 0 = no limit (behind a proxy)"},
+    {"--eval-cache-mb", "LAYERLENS_EVAL_CACHE_MB", "N", OPT_INT, OFF(eval_cache_mb), 1, 1 << 20,
+     "memory for cached evaluation embeddings, MiB (a repeated evaluation reuses them)"},
     {"--idle-timeout-s", "LAYERLENS_IDLE_TIMEOUT_S", "N", OPT_INT, OFF(idle_timeout_s), 1, 3600,
      "a connection that sends nothing for this long is closed"},
     {"--log-format", "LAYERLENS_LOG_FORMAT", "text|json", OPT_LOG_FORMAT, OFF(log_format), 0, 0,
@@ -107,6 +109,7 @@ void ll_server_opts_default(ll_server_opts *o) {
     o->max_request_tokens = 65536;
     o->max_connections_per_ip = 0;
     o->idle_timeout_s = 30;
+    o->eval_cache_mb = 128;
     o->log_format = LL_LOG_TEXT;
     o->log_level = LL_LOG_INFO;
 }

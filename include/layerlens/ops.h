@@ -11,9 +11,8 @@
 
 #include "layerlens/gemm.h"
 
-/* out[n] = wte[ids[n]] + wpe[pos[n]]   (out: [N][C]) */
-void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
-                       const float *wte, const float *wpe, int N, int C);
+/* x[n] += wpe[pos[n]]   (x holds the token rows: x: [N][C]) */
+void position_add_forward(float *x, const int32_t *pos, const float *wpe, int N, int C);
 
 /* out = (x - mean) / sqrt(var + eps) * w + b per row, biased variance.
  * out may equal inp. */

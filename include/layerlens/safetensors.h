@@ -57,6 +57,13 @@ size_t ll_st_file_size(const ll_st_file *f);
 const float *ll_st_get_f32(ll_st_file *f, const char *name, int ndim,
                            const int64_t *shape, ll_error *err);
 
+/* Copies n floats starting at p (a pointer ll_st_get_f32 returned, or into
+ * it) to dst.  Values in the mapping are read with pread, so that touching a
+ * few rows of a large table does not map its neighbours into the process
+ * (the kernel maps up to 64 KB around every page fault of a file mapping).
+ * 0, or -1 with errno set. */
+int ll_st_read_f32(const ll_st_file *f, const float *p, float *dst, size_t n);
+
 /* Writes float32 tensors as a .safetensors file (used by `mkweights`).  The
  * header is padded with spaces so the data section is 8-byte aligned. */
 typedef struct ll_st_out {

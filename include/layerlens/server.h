@@ -63,6 +63,7 @@ typedef struct ll_server_opts {
     int max_request_tokens;   /* tokens of all inputs of one request; more: 413 */
     int max_connections_per_ip; /* open connections from one address; 0: any */
     int idle_timeout_s;       /* a connection silent this long is closed */
+    int eval_cache_mb;        /* evaluation embedding cache budget, MiB */
     ll_log_format log_format;
     ll_log_level log_level;   /* request lines are info */
 } ll_server_opts;
