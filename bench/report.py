@@ -7,8 +7,8 @@ Ratios are layerlens / peer for rates (words/s, GFLOP/s) and peer /
 layerlens for times (latency, wall time), so > 1 always means layerlens is
 faster.  The sgemm bound of a workload is its FLOPs divided by the
 cblas_sgemm rate measured in the same run on the model's own GEMM shapes
-(two threads each running single-threaded OpenBLAS, as the server's two
-workers do, at 256 rows)."""
+(two threads each running single-threaded OpenBLAS at about 256 rows: the
+first row of workload 5)."""
 import glob
 import json
 import os
@@ -93,8 +93,10 @@ def main():
     p(f"Machine: {cpu_name()}, {os.cpu_count()} cores. "
       f"Peers: PyTorch {((load(res, 'torch-b64-gpt2-words.json') or {}).get('torch', '-'))}, "
       f"ONNX Runtime {((load(res, 'ort-b64-gpt2-words.json') or {}).get('ort', '-'))} (Node), "
-      f"2 threads each; layerlens: 2 workers x 1 OpenBLAS thread (server default). "
-      f"OpenBLAS kernels (layerlens and PyTorch): {load(res, 'openblas-core.txt') or '-'}.")
+      f"2 threads each; layerlens: server defaults (2 workers sharing the 2 cores: a pass alone "
+      f"uses both, concurrent passes one each), products with weights in its own kernel "
+      f"(src/gemm.c), OpenBLAS for attention only. "
+      f"OpenBLAS kernels (layerlens's attention, PyTorch): {load(res, 'openblas-core.txt') or '-'}.")
     lb, la = load(res, "load-before.txt"), load(res, "load-after.txt")
     if lb:
         p(f"Load before timing: `{lb.splitlines()[0].strip()}`")
