@@ -811,7 +811,7 @@ static void scenario_overload(void) {
     /* one worker, a queue of 16 sequences whose batches wait 20 ms for
      * company: far fewer places than clients */
     const char *args[] = {"--workers", "1", "--max-queue", "16", "--max-inputs", "8",
-                          "--max-batch-wait-us", "20000", NULL};
+                          "--max-batch-wait-us", "20000", "--batch-idle-wait", NULL};
     server_start(&sv, S.binary, "overload", args);
     double rss0 = rss_mib(sv.pid);
     load L;
@@ -1307,7 +1307,10 @@ static void *quitter_main(void *p) {
 static void scenario_disconnect(const char *binary, const char *tag, const char *name) {
     fprintf(stderr, "stress: clients hanging up (%s) ...\n", tag);
     server sv;
-    const char *args[] = {"--workers", "2", "--max-batch-wait-us", "200000", NULL};
+    /* batches wait 200 ms for company even on an idle server, so that
+     * work is still queued when its client hangs up */
+    const char *args[] = {"--workers", "2", "--max-batch-wait-us", "200000", "--batch-idle-wait",
+                          NULL};
     if (strstr(tag, "asan")) setenv("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1", 1);
     server_start(&sv, binary, tag, args);
     unsetenv("ASAN_OPTIONS");
