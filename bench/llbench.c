@@ -713,13 +713,13 @@ static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
  * on its own, so a change of machine load hits every operation alike;
  * per_call receives the mean seconds per call. */
 static void time_block_ops(const ll_config *c, int N, int T, double seconds, double *per_call) {
-    long C = c->width, F = c->ffn, M = N;
+    long C = c->width, F = c->ffn;
     unsigned seed = 1;
     block_bufs k = {
-        .x = rand_floats((size_t)M * C, 1.0f, &seed), .ln = rand_floats((size_t)M * C, 1.0f, &seed),
-        .qkv = rand_floats((size_t)M * 3 * C, 1.0f, &seed), .att = rand_floats((size_t)M * C, 1.0f, &seed),
-        .fc = rand_floats((size_t)M * F, 1.0f, &seed), .copy = rand_floats((size_t)M * C, 1.0f, &seed),
-        .scores = rand_floats((size_t)T * T, 1.0f, &seed), .act_src = rand_floats((size_t)M * F, 4.0f, &seed),
+        .x = rand_floats((size_t)N * C, 1.0f, &seed), .ln = rand_floats((size_t)N * C, 1.0f, &seed),
+        .qkv = rand_floats((size_t)N * 3 * C, 1.0f, &seed), .att = rand_floats((size_t)N * C, 1.0f, &seed),
+        .fc = rand_floats((size_t)N * F, 1.0f, &seed), .copy = rand_floats((size_t)N * C, 1.0f, &seed),
+        .scores = rand_floats((size_t)T * T, 1.0f, &seed), .act_src = rand_floats((size_t)N * F, 4.0f, &seed),
         .w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), .w_proj = rand_floats((size_t)C * C, 0.04f, &seed),
         .w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), .w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed),
         .b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), .g = rand_floats((size_t)C, 0.1f, &seed)};

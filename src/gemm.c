@@ -1,13 +1,15 @@
 /* gemm.c - products with weights packed at load time (see gemm.h).
  *
  * Blocking (AVX-512, one core):
- *   for each chunk of KC values of k          (a panel's chunk: KC x 32 floats, 32 KB, stays in L1)
- *     for each chunk of MC rows               (the rows' chunk of inp: MC x KC floats, in L2)
+ *   for each chunk of MC rows                 (the rows' chunk of inp: MC x KC floats, in L2)
+ *     for each chunk of KC values of k        (a panel's chunk: KC x 32 floats, 32 KB, stays in L1)
  *       for each panel of 32 columns
  *         for each block of up to 8 rows      (8 x 32 accumulators = 16 zmm registers)
- *           acc = (first chunk ? bias : out); acc += inp[r][k] * panel[k] for k in chunk; out = acc
- * With few rows (the common case: a batch of short requests) the weights are
- * read from memory exactly once per product.  Splitting k into chunks does
+ *           acc = (first chunk ? 0 : out); acc += inp[r][k] * panel[k] for k in chunk;
+ *           out = (last chunk ? acc + bias : acc)
+ * Up to FEW_ROWS rows k is one chunk, so each panel is read whole, in memory
+ * order; with few rows (the common case: a batch of short requests) the
+ * weights are read from memory exactly once per product.  Splitting k into chunks does
  * not change any result: a float32 accumulator written to memory and read
  * back is the same float32.
  *
@@ -206,9 +208,8 @@ static void gemm_panels(float *out, const float *inp, const ll_packed *W,
  * Hand-over: a forward pass is ~50 products separated by short element-wise
  * steps, so helpers spin for a while (SPIN_NS) on the job counter before
  * sleeping on the condition variable; waking a sleeping thread cost ~17% of
- * a single-word CLIP pass.  Spinning only happens where the thread was
- * given the cores (n > 1): the server's default of one thread per worker
- * never starts a helper. */
+ * a single-word CLIP pass.  Helpers only run (and spin) for a product that
+ * was given more than one core: a pass running alone (threads_now). */
 #define MAX_HELPERS 15
 #define SPIN_NS 200000
 

@@ -40,9 +40,9 @@ void ll_packed_set_t(ll_packed *p, int col0, const float *Wt, int n);
 void ll_packed_free(ll_packed *p);
 size_t ll_packed_bytes(const ll_packed *p);
 
-/* out[M][N] = inp[M][K] @ W + bias[N]  (bias may be NULL; ld = row length).
- * Runs on the calling thread, plus up to ll_gemm_set_threads() - 1 helper
- * threads for products large enough to be worth splitting. */
+/* out[M][N] = inp[M][K] @ W + bias[N]  (bias may be NULL; rows contiguous).
+ * Runs on the calling thread, plus helper threads up to the thread count
+ * below (each takes a range of the panels). */
 void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
              int M);
 
