@@ -205,7 +205,7 @@ $(BUILD)/obj/web.o: $(wildcard web/*)
 
 # ---- ThreadSanitizer: the concurrency tests (server load, batcher, metrics,
 # evaluation jobs beside interactive requests)
-TSAN_TESTS := test_gemm test_server_load test_server_batcher test_server_metrics test_eval_server
+TSAN_TESTS := test_gemm test_ops test_server_load test_server_batcher test_server_metrics test_eval_server
 .PHONY: tsan
 tsan:
 	$(MAKE) BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread -fno-omit-frame-pointer" \

@@ -49,6 +49,7 @@
 #include "layerlens/blas.h"
 #include "layerlens/model.h"
 #include "layerlens/ops.h"
+#include "layerlens/pool.h"
 
 /* OpenBLAS's own thread control. */
 void openblas_set_num_threads(int n);
@@ -379,12 +380,12 @@ typedef struct pool {
     double until;        /* deadline (now_s) when max_jobs == 0 */
     atomic_long done_tokens, done_jobs;
     double *lat;         /* per job latency (latency mode), [max_jobs] */
-    int threads;         /* threads per product (ll_gemm_set_threads) */
+    int threads;         /* threads per product (ll_pool_set_threads) */
 } pool;
 
 static void *worker_main(void *p_) {
     pool *p = p_;
-    ll_gemm_set_threads(p->threads);
+    ll_pool_set_threads(p->threads);
     ll_workspace *ws = ll_workspace_new();
     for (;;) {
         long j = atomic_fetch_add(&p->next, 1);
@@ -756,7 +757,7 @@ static int cmd_ops(const args *a) {
     snprintf(path, sizeof path, "%s/config.json", a->model);
     if (ll_config_load(path, &c, &err)) die("%s", err.msg);
     openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
-    ll_gemm_set_threads(a->threads);
+    ll_pool_set_threads(a->threads);
     int T = a->batch > 0 && a->batch != 64 ? a->batch : 14; /* --seqlen, default: STS-B's mean */
     json_t *rows = json_array();
     char *spec = strdup(a->tokens ? a->tokens : "256,2048");

@@ -18,7 +18,7 @@
 #include "layerlens/blas.h"
 #include "layerlens/embed.h"
 #include "layerlens/eval.h"
-#include "layerlens/gemm.h"
+#include "layerlens/pool.h"
 #include "layerlens/mkweights.h"
 #include "layerlens/model.h"
 #include "layerlens/server.h"
@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
     /* the command-line tools run their forward passes on this thread: let
      * its products use every core, as OpenBLAS's own threads would */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    ll_gemm_set_threads(cores > 0 ? (int)cores : 1);
+    ll_pool_set_threads(cores > 0 ? (int)cores : 1);
     openblas_set_num_threads(1); /* attention only; its pool would spin */
     if (argc < 2) return fputs(usage_top, stderr), 2;
     const char *cmd = argv[1];

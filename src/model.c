@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "layerlens/gemm.h"
+#include "layerlens/pool.h"
 #include "layerlens/ops.h"
 #include "layerlens/safetensors.h"
 
@@ -306,7 +307,8 @@ struct ll_workspace {
     size_t cap_tok;    /* ids, pos: tokens */
     size_t cap_rows;   /* x, ln, att: floats (N * C); qkv holds 3 * cap_rows */
     size_t cap_wide;   /* fc: floats (N * max(F, C)) */
-    size_t cap_scores; /* scores: floats (T * T) */
+    size_t cap_scores; /* scores: floats (slots * T * T) */
+    int slots;         /* score matrices: one per thread of this thread's share */
     float *x, *ln, *qkv, *att, *fc; /* [N][C] [N][C] [N][3C] [N][C] [N][max(F,C)] */
     int32_t *ids, *pos;
     float *scores;
@@ -329,7 +331,7 @@ static int grow(void **p, size_t bytes) {
 }
 
 /* Grows the buffers to N tokens of width C / MLP width F and to a T x T score
- * matrix; never shrinks, so a worker's steady state allocates nothing.  Each
+ * matrix per thread the pass may use (pool.h); never shrinks, so a worker's steady state allocates nothing.  Each
  * buffer is checked against its own size in elements, whatever model grew it
  * last. */
 static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
@@ -349,9 +351,10 @@ static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
         if (grow((void **)&ws->ids, N * 4) || grow((void **)&ws->pos, N * 4)) return -1;
         ws->cap_tok = N;
     }
-    if (T * T > ws->cap_scores) {
-        if (grow((void **)&ws->scores, T * T * 4)) return -1;
-        ws->cap_scores = T * T;
+    ws->slots = ll_pool_threads();
+    if (ws->slots * T * T > ws->cap_scores) {
+        if (grow((void **)&ws->scores, ws->slots * T * T * 4)) return -1;
+        ws->cap_scores = ws->slots * T * T;
     }
     return 0;
 }
@@ -375,11 +378,8 @@ static void block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws
     int C = c->width, F = c->ffn;
     layernorm_forward(ws->ln, ws->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
     matmul_forward(ws->qkv, ws->ln, &b->qkv_w, b->qkv_b, N);
-    for (int s = 0; s < n_seq; s++) {
-        int r = seq_start[s], T = seq_start[s + 1] - r;
-        attention_forward(ws->att + (long)r * C, ws->qkv + (long)r * 3 * C,
-                          ws->scores, T, C, c->n_head);
-    }
+    attention_batch_forward(ws->att, ws->qkv, ws->scores, ws->slots, seq_start, n_seq,
+                            C, c->n_head);
     matmul_forward(ws->ln, ws->att, &b->proj_w, b->proj_b, N);
     residual_forward(ws->x, ws->ln, (long)N * C);
     layernorm_forward(ws->ln, ws->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
@@ -517,10 +517,10 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
 int ll_forward(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
                int n_seq, const ll_forward_req *req, ll_states *out,
                ll_error *err) {
-    /* counted as running, so that concurrent passes share the cores (gemm.h) */
-    ll_gemm_pass_begin();
+    /* counted as running, so that concurrent passes share the cores (pool.h) */
+    ll_pass_begin();
     int rc = forward_pass(m, ws, seqs, n_seq, req, out, err);
-    ll_gemm_pass_end();
+    ll_pass_end();
     return rc;
 }
 

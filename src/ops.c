@@ -1,6 +1,8 @@
 /* ops.c - transformer operations (see ops.h for the math of each). */
 #include "layerlens/ops.h"
 
+#include "layerlens/pool.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -88,9 +90,9 @@ static double row_sq_dev(const float *x, int C, float mean) {
 }
 #endif
 
-void layernorm_forward(float *out, const float *inp, const float *w,
-                       const float *b, int N, int C, float eps) {
-    for (int n = 0; n < N; n++) {
+static void layernorm_rows(float *out, const float *inp, const float *w,
+                           const float *b, int n0, int n1, int C, float eps) {
+    for (int n = n0; n < n1; n++) {
         const float *x = inp + (long)n * C;
         float *o = out + (long)n * C;
         /* Two passes in double: the mean first, then the variance around
@@ -179,11 +181,12 @@ static void axpy(float *o, float p, const float *v, int n) {
 }
 #endif
 
-static void attention_direct(float *out, const float *qkv, float *scratch, int T,
-                             int C, int NH) {
+/* Head h of one sequence: out[:, h*hd..] from qkv; scratch: T*T floats. */
+static void attention_head(float *out, const float *qkv, float *scratch, int T,
+                           int C, int NH, int h) {
     int hd = C / NH, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < NH; h++) {
+    if (T <= ATTENTION_DIRECT_MAX_T) {
         for (int i = 0; i < T; i++) {
             const float *q = qkv + (long)i * ld + h * hd;
             float *row = scratch + (long)i * T;
@@ -197,40 +200,157 @@ static void attention_direct(float *out, const float *qkv, float *scratch, int T
             for (int d = 0; d < hd; d++) o[d] = 0.0f;
             for (int j = 0; j <= i; j++) axpy(o, p[j], qkv + (long)j * ld + 2 * C + h * hd, hd);
         }
+        return;
     }
+    const float *q = qkv + h * hd;
+    const float *k = qkv + C + h * hd;
+    const float *v = qkv + 2 * C + h * hd;
+    /* scores[T][T] = scale * q_h k_h^T (strided views into qkv) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
+                q, ld, k, ld, 0.0f, scratch, T);
+    causal_softmax(scratch, T);
+    /* out_h[T][hd] = P v_h, written into the head's columns of out */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
+                scratch, T, v, ld, 0.0f, out + h * hd, C);
 }
 
 void attention_forward(float *out, const float *qkv, float *scratch, int T,
                        int C, int NH) {
-    if (T <= ATTENTION_DIRECT_MAX_T) {
-        attention_direct(out, qkv, scratch, T, C, NH);
-        return;
+    for (int h = 0; h < NH; h++) attention_head(out, qkv, scratch, T, C, NH, h);
+}
+
+/* ---------------------------------------------------------- parallel steps
+ *
+ * A pass alone splits its large steps over the pool's threads (pool.h):
+ * layer norm by rows, the element-wise steps by ranges of 16 floats,
+ * attention by (sequence, head).  Each element is computed by the same code
+ * whatever the split, so the split changes no result.  A part gets at least
+ * PART_MIN floats (attention: ATT_PART_MIN multiply-adds): below that the
+ * hand-over to a helper (~1 us) costs more than it saves. */
+#define PART_MIN 16384L
+#define ATT_PART_MIN 262144L
+
+static int parts_for(long work) {
+    long p = work / PART_MIN;
+    return p < 1 ? 1 : p > 64 ? 64 : (int)p;
+}
+
+/* [lo, hi) of n floats: part p of parts, cut at multiples of 16. */
+static void part_range(long n, int p, int parts, long *lo, long *hi) {
+    long blocks = (n + 15) / 16;
+    *lo = blocks * p / parts * 16;
+    *hi = blocks * (p + 1) / parts * 16;
+    if (*lo > n) *lo = n;
+    if (*hi > n) *hi = n;
+}
+
+typedef struct layernorm_ctx {
+    float *out;
+    const float *inp, *w, *b;
+    int N, C;
+    float eps;
+} layernorm_ctx;
+
+static void layernorm_part(void *ctx, int p, int parts) {
+    const layernorm_ctx *l = ctx;
+    layernorm_rows(l->out, l->inp, l->w, l->b, (int)((long)l->N * p / parts),
+                   (int)((long)l->N * (p + 1) / parts), l->C, l->eps);
+}
+
+void layernorm_forward(float *out, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps) {
+    layernorm_ctx l = {out, inp, w, b, N, C, eps};
+    int parts = parts_for((long)N * C);
+    ll_parallel(layernorm_part, &l, parts < N ? parts : N > 0 ? N : 1);
+}
+
+typedef struct sigmoid_ctx {
+    float *x;
+    long n;
+    float k, c;
+} sigmoid_ctx;
+
+static void sigmoid_part(void *ctx, int p, int parts) {
+    const sigmoid_ctx *a = ctx;
+    long lo, hi;
+    part_range(a->n, p, parts, &lo, &hi);
+    x_sigmoid_forward(a->x + lo, hi - lo, a->k, a->c);
+}
+
+static void x_sigmoid_parallel(float *x, long n, float k, float c) {
+    sigmoid_ctx a = {x, n, k, c};
+    ll_parallel(sigmoid_part, &a, parts_for(n));
+}
+
+typedef struct residual_ctx {
+    float *x;
+    const float *y;
+    long n;
+} residual_ctx;
+
+static void residual_part(void *ctx, int p, int parts) {
+    const residual_ctx *r = ctx;
+    long lo, hi;
+    part_range(r->n, p, parts, &lo, &hi);
+    for (long i = lo; i < hi; i++) r->x[i] += r->y[i];
+}
+
+typedef struct attention_ctx {
+    float *out, *scratch;
+    const float *qkv;
+    const int *seq_start;
+    int n_seq, C, NH;
+    long slot;  /* floats of scratch per part */
+    long total; /* the work of all heads (att_work) */
+} attention_ctx;
+
+/* A head's work, in multiply-adds: q k^T and P v over T x T x hd. */
+static long att_work(int T, int hd) { return 2L * T * T * hd + T; }
+
+/* Part p takes the (sequence, head) pairs whose work, counted in order,
+ * starts in its share [total p / parts, total (p+1) / parts). */
+static void attention_part(void *ctx, int p, int parts) {
+    const attention_ctx *a = ctx;
+    int hd = a->C / a->NH;
+    long lo = a->total * p / parts, hi = a->total * (p + 1) / parts, at = 0;
+    float *scratch = a->scratch + a->slot * p;
+    for (int s = 0; s < a->n_seq && at < hi; s++) {
+        int r = a->seq_start[s], T = a->seq_start[s + 1] - r;
+        long w = att_work(T, hd);
+        for (int h = 0; h < a->NH; h++, at += w)
+            if (at >= lo && at < hi)
+                attention_head(a->out + (long)r * a->C, a->qkv + (long)r * 3 * a->C,
+                               scratch, T, a->C, a->NH, h);
     }
-    int hd = C / NH, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < NH; h++) {
-        const float *q = qkv + h * hd;
-        const float *k = qkv + C + h * hd;
-        const float *v = qkv + 2 * C + h * hd;
-        /* scores[T][T] = scale * q_h k_h^T (strided views into qkv) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale,
-                    q, ld, k, ld, 0.0f, scratch, T);
-        causal_softmax(scratch, T);
-        /* out_h[T][hd] = P v_h, written into the head's columns of out */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f,
-                    scratch, T, v, ld, 0.0f, out + h * hd, C);
+}
+
+void attention_batch_forward(float *out, const float *qkv, float *scratch,
+                             int slots, const int *seq_start, int n_seq, int C,
+                             int NH) {
+    long total = 0;
+    int t_max = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int T = seq_start[s + 1] - seq_start[s];
+        total += NH * att_work(T, C / NH);
+        if (T > t_max) t_max = T;
     }
+    attention_ctx a = {out, scratch, qkv, seq_start, n_seq, C, NH,
+                       (long)t_max * t_max, total};
+    long parts = total / ATT_PART_MIN;
+    if (parts > slots) parts = slots;
+    ll_parallel(attention_part, &a, parts < 1 ? 1 : (int)parts);
 }
 
 /* 0.5 x (1 + tanh(z)) = x sigmoid(2z) = x / (1 + exp(-2z)),
  * z = sqrt(2/pi) (x + 0.044715 x^3) */
 void gelu_new_forward(float *x, long n) {
-    x_sigmoid_forward(x, n, -2.0f * 0.7978845608028654f, 0.044715f);
+    x_sigmoid_parallel(x, n, -2.0f * 0.7978845608028654f, 0.044715f);
 }
 
 /* x sigmoid(1.702 x) = x / (1 + exp(-1.702 x)) */
-void quick_gelu_forward(float *x, long n) { x_sigmoid_forward(x, n, -1.702f, 0.0f); }
+void quick_gelu_forward(float *x, long n) { x_sigmoid_parallel(x, n, -1.702f, 0.0f); }
 
 void residual_forward(float *x, const float *y, long n) {
-    for (long i = 0; i < n; i++) x[i] += y[i];
+    residual_ctx r = {x, y, n};
+    ll_parallel(residual_part, &r, parts_for(n));
 }

@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "layerlens/gemm.h"
+#include "layerlens/pool.h"
 #include "layerlens/mkweights.h"
 
 /* ======================= options ======================= */
@@ -284,12 +284,12 @@ static const char *const FILE_NAMES[LL_MODEL_FILES] = {
     "model.safetensors", "config.json", "vocab.json", "merges.txt",
 };
 
-/* Runs on each worker thread as it starts: the threads its products may use
- * (gemm.c, per thread; the cores less one per other pass running), and its
+/* Runs on each worker thread as it starts: the threads its passes may use
+ * (pool.h, per thread; the cores less one per other pass running), and its
  * workspace. */
 static void *worker_init(void *ctx, int index) {
     const ll_server *s = ctx;
-    ll_gemm_set_threads(s->pass_threads);
+    ll_pool_set_threads(s->pass_threads);
     return ll_workspace_new();
 }
 static void worker_free(void *ctx, void *state) { ll_workspace_free(state); }
@@ -323,10 +323,10 @@ static int add_model(ll_server *s, const char *id, const char *dir) {
 static void size_threads(ll_server *s) {
     int cores = online_cores();
     if (s->opts.workers <= 0) s->opts.workers = cores;
-    /* a pass alone may use every core; concurrent passes share them (gemm.h) */
+    /* a pass alone may use every core; concurrent passes share them (pool.h) */
     s->pass_threads = cores;
     /* OpenBLAS only computes attention's small per-head products; its own
-     * pool would spin between calls against gemm.c's helper threads. */
+     * pool would spin between calls against pool.c's helper threads. */
     openblas_set_num_threads(1);
 }
 

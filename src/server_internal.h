@@ -15,9 +15,10 @@
  *             states to its job (collect), and the worker that completes a
  *             job builds its response (finish) and resumes the connection.
  *             Each worker owns one ll_workspace.
- *   helpers   (gemm.c) compute column ranges of a product for a pass that
- *             runs alone; they own nothing and touch only the product's
- *             buffers, between its start and its end.
+ *   helpers   (pool.c) compute parts of a step (a product's columns,
+ *             attention's heads, layer norm's rows) for a pass that runs
+ *             alone; they own nothing and touch only the step's buffers,
+ *             between its start and its end.
  *   sweeper   answers jobs whose deadline passed with 504, and those whose
  *             client hung up while they were queued or running (499, never
  *             sent: their queued work is dropped).
@@ -102,7 +103,7 @@ typedef struct ll_server {
     int port;
     ll_batcher *batcher;
     ll_metrics *metrics;
-    int pass_threads; /* threads of a pass running alone (gemm.h) */
+    int pass_threads; /* threads of a pass running alone (pool.h) */
     struct eval_service *eval; /* api_eval.c: evaluation jobs */
 
     atomic_int ready;       /* every model loaded */

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layerlens/gemm.h"
+#include "layerlens/pool.h"
 
 ll_job *job_new(ll_request *r, ll_served_model *sm, const ll_job_ops *ops,
                 void *data, int n_seq) {
@@ -149,7 +149,7 @@ static void log_batch(ll_served_model *sm, int n, int n_tok, double ms, const ch
 void work_run(void *lane_ctx, void *worker_state, ll_batch_item **items, int n) {
     /* the whole run (pass, collect, responses) keeps a core busy: counted
      * as such, so that a pass of another worker does not lend it out */
-    ll_gemm_pass_begin();
+    ll_pass_begin();
     ll_served_model *sm = lane_ctx;
     ll_workspace *ws = worker_state;
     const ll_model *m = atomic_load(&sm->model);
@@ -188,7 +188,7 @@ void work_run(void *lane_ctx, void *worker_state, ll_batch_item **items, int n) 
     }
     ll_states_free(&st);
     free(seqs);
-    ll_gemm_pass_end();
+    ll_pass_end();
 }
 
 void work_drop(void *lane_ctx, ll_batch_item *item) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "layerlens/gemm.h"
+#include "layerlens/pool.h"
 
 static float *rnd(size_t n, unsigned *seed, float scale) {
     float *p = malloc(n * sizeof *p);
@@ -83,7 +84,7 @@ static void test_rows_and_threads_invariant(void **state) {
     float *all = malloc(sizeof(float) * M * N), *part = malloc(sizeof(float) * M * N);
     ll_packed p;
     assert_int_equal(ll_pack_weights(&p, W, K, N), 0);
-    ll_gemm_set_threads(1);
+    ll_pool_set_threads(1);
     ll_gemm(all, inp, &p, bias, M);
     const int firsts[] = {0, 5, 63, 127, 130, 199};
     const int counts[] = {1, 2, 3, 8, 9, 31, 70};
@@ -95,13 +96,13 @@ static void test_rows_and_threads_invariant(void **state) {
             assert_memory_equal(part, all + (long)r0 * N, sizeof(float) * n * N);
         }
     for (int t = 2; t <= 3; t++) {
-        ll_gemm_set_threads(t);
-        assert_int_equal(ll_gemm_threads(), t);
+        ll_pool_set_threads(t);
+        assert_int_equal(ll_pool_threads(), t);
         memset(part, 0, sizeof(float) * M * N);
         ll_gemm(part, inp, &p, bias, M);
         assert_memory_equal(part, all, sizeof(float) * M * N);
     }
-    ll_gemm_set_threads(1);
+    ll_pool_set_threads(1);
     ll_packed_free(&p);
     free(inp), free(W), free(bias), free(all), free(part);
 }
@@ -141,7 +142,7 @@ typedef struct conc {
 
 static void *conc_main(void *arg) {
     conc *c = arg;
-    ll_gemm_set_threads(2);
+    ll_pool_set_threads(2);
     float *out = malloc(sizeof(float) * c->M * c->N);
     for (int i = 0; i < 40; i++) {
         ll_gemm(out, c->inp, c->p, c->bias, c->M);
@@ -159,7 +160,7 @@ static void test_concurrent_callers(void **state) {
     float *bias = rnd((size_t)N, &seed, 1.0f), *want = malloc(sizeof(float) * M * N);
     ll_packed p;
     assert_int_equal(ll_pack_weights(&p, W, K, N), 0);
-    ll_gemm_set_threads(1);
+    ll_pool_set_threads(1);
     ll_gemm(want, inp, &p, bias, M);
     pthread_t th[4];
     conc c[4];

@@ -41,23 +41,9 @@ void ll_packed_free(ll_packed *p);
 size_t ll_packed_bytes(const ll_packed *p);
 
 /* out[M][N] = inp[M][K] @ W + bias[N]  (bias may be NULL; rows contiguous).
- * Runs on the calling thread, plus helper threads up to the thread count
- * below (each takes a range of the panels). */
+ * Runs on the calling thread and the helpers pool.h gives it, each taking a
+ * range of the panels. */
 void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
              int M);
-
-/* Threads a product on this thread may use (default 1; per calling thread):
- * the most it uses, when no other forward pass is running.  Each other
- * pass running at the time of a product (between ll_gemm_pass_begin and
- * _end, which ll_forward calls; a server worker brackets its whole batch,
- * responses included; nested brackets of a thread count once) takes one
- * away, down to 1: the server's
- * workers each get every core, a pass alone uses them all, and concurrent
- * passes share them without oversubscribing (except for the one product a
- * pass is in when another starts). */
-void ll_gemm_set_threads(int n);
-int ll_gemm_threads(void);
-void ll_gemm_pass_begin(void);
-void ll_gemm_pass_end(void);
 
 #endif

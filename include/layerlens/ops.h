@@ -3,7 +3,9 @@
  *
  * N = rows (tokens of all packed sequences), C = width, T = one sequence's
  * length, NH = heads, F = MLP width.  Products with weights go to gemm.c,
- * attention's per-sequence products to OpenBLAS. */
+ * attention's per-sequence products to OpenBLAS.  Large steps are split
+ * over the threads pool.h gives the calling thread (see ops.c); the split
+ * never changes a result. */
 #ifndef LAYERLENS_OPS_H
 #define LAYERLENS_OPS_H
 
@@ -32,6 +34,14 @@ void matmul_forward(float *out, const float *inp, const ll_packed *W,
  * out[i] = sum_{j<=i} softmax_j(q_i . k_j / sqrt(hd)) v_j, per head. */
 void attention_forward(float *out, const float *qkv, float *scratch, int T,
                        int C, int NH);
+
+/* Attention of every sequence of a packed batch: sequence s is rows
+ * [seq_start[s], seq_start[s+1]) of qkv [N][3C] and out [N][C].  scratch:
+ * slots x t_max^2 floats (t_max = the longest sequence); up to `slots`
+ * threads (pool.h) each take a range of the (sequence, head) pairs. */
+void attention_batch_forward(float *out, const float *qkv, float *scratch,
+                             int slots, const int *seq_start, int n_seq, int C,
+                             int NH);
 
 /* GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
 void gelu_new_forward(float *x, long n);

@@ -19,9 +19,9 @@
  *   options, loading, lifecycle         src/server.c      (main + loader)
  *
  * Cores: one worker per core by default.  A forward pass running alone
- * uses every core (gemm.c's helper threads split its products), and each
+ * uses every core (pool.c's helper threads split its steps), and each
  * other pass running takes one away, so under load every worker computes
- * on its own core and a lone request still gets them all (gemm.h).
+ * on its own core and a lone request still gets them all (pool.h).
  * OpenBLAS, used for attention only, runs single-threaded.  The
  * libmicrohttpd threads only parse and tokenize and are not counted. */
 #ifndef LAYERLENS_SERVER_H

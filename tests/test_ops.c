@@ -1,0 +1,227 @@
+/* test_ops.c - the steps a pass splits over threads (src/ops.c, src/pool.c).
+ *
+ * ll_parallel runs every part exactly once, on as many threads as asked
+ * for; layer norm, the activations, the residual add and the attention of a
+ * packed batch give the very same bits on 1, 2 and 3 threads, and agree with
+ * a double-precision reference.  The fixtures' tiny models are too small to
+ * be split at all, so the shapes here are the real models' widths. */
+#include "testutil.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layerlens/ops.h"
+#include "layerlens/pool.h"
+
+static float *rnd(size_t n, unsigned *seed, float scale) {
+    float *p = malloc(n * sizeof *p);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        p[i] = scale * ((float)(*seed >> 8) / 16777216.0f - 0.5f);
+    }
+    return p;
+}
+
+static float *copy(const float *x, size_t n) {
+    float *p = malloc(n * sizeof *p);
+    assert_non_null(p);
+    memcpy(p, x, n * sizeof *p);
+    return p;
+}
+
+/* ------------------------------------------------------------ ll_parallel */
+
+typedef struct count_ctx {
+    atomic_int ran[8];
+    atomic_int parts_seen;
+    pthread_t caller;
+    atomic_int off_caller; /* parts that ran on another thread */
+} count_ctx;
+
+static void count_part(void *ctx, int part, int parts) {
+    count_ctx *c = ctx;
+    atomic_fetch_add(&c->ran[part], 1);
+    atomic_store(&c->parts_seen, parts);
+    if (!pthread_equal(pthread_self(), c->caller)) atomic_fetch_add(&c->off_caller, 1);
+}
+
+static void test_parallel_parts(void **state) {
+    (void)state;
+    const int cases[][3] = {/* threads, max_parts, parts expected */
+                            {1, 8, 1}, {2, 8, 2}, {3, 8, 3}, {3, 2, 2}, {2, 1, 1}, {4, 0, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ll_pool_set_threads(cases[i][0]);
+        assert_int_equal(ll_parallel_width(), cases[i][0]);
+        count_ctx c = {.caller = pthread_self()};
+        ll_parallel(count_part, &c, cases[i][1]);
+        int want = cases[i][2];
+        assert_int_equal(atomic_load(&c.parts_seen), want);
+        for (int p = 0; p < 8; p++) assert_int_equal(atomic_load(&c.ran[p]), p < want);
+        assert_int_equal(atomic_load(&c.off_caller), want - 1);
+    }
+    /* another pass running takes one thread away */
+    ll_pool_set_threads(2);
+    ll_pass_begin();
+    assert_int_equal(ll_parallel_width(), 2);
+    ll_pass_end();
+    ll_pool_set_threads(1);
+}
+
+/* -------------------------------------------------------------- the steps */
+
+enum { C = 768, F = 3072, NH = 12 };
+
+/* Runs f on a copy of x with 1, 2 and 3 threads: all three copies must be
+ * the same bits.  Returns the 1-thread result. */
+typedef void (*step_fn)(float *x, const float *y, long n, int rows);
+static float *same_on_threads(step_fn f, const float *x0, const float *y, long n, int rows) {
+    float *r[3];
+    for (int t = 1; t <= 3; t++) {
+        ll_pool_set_threads(t);
+        r[t - 1] = copy(x0, (size_t)n);
+        f(r[t - 1], y, n, rows);
+    }
+    ll_pool_set_threads(1);
+    for (int t = 2; t <= 3; t++) {
+        if (memcmp(r[0], r[t - 1], (size_t)n * sizeof(float)))
+            fail_msg("%d threads differ from 1 (n = %ld)", t, n);
+        free(r[t - 1]);
+    }
+    return r[0];
+}
+
+static const float *g_w, *g_b;
+static void ln_step(float *x, const float *y, long n, int rows) {
+    layernorm_forward(x, x, g_w, g_b, rows, (int)(n / rows), 1e-5f);
+}
+static void gelu_step(float *x, const float *y, long n, int rows) { gelu_new_forward(x, n); }
+static void qgelu_step(float *x, const float *y, long n, int rows) { quick_gelu_forward(x, n); }
+static void res_step(float *x, const float *y, long n, int rows) { residual_forward(x, y, n); }
+
+static void test_elementwise_steps(void **state) {
+    (void)state;
+    unsigned seed = 11;
+    /* rows not a multiple of anything; n not a multiple of 16 for the
+     * element-wise steps */
+    const int rows = 203;
+    const long n = (long)rows * C, nf = (long)rows * F - 5;
+    float *x = rnd((size_t)nf, &seed, 6.0f), *y = rnd((size_t)nf, &seed, 1.0f);
+    float *w = rnd(C, &seed, 2.0f), *b = rnd(C, &seed, 1.0f);
+    for (long i = 0; i < n; i += C) x[i] += 50.0f; /* rows with an offset */
+    g_w = w, g_b = b;
+
+    float *ln = same_on_threads(ln_step, x, NULL, n, rows);
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * C;
+        double mean = 0, var = 0;
+        for (int c = 0; c < C; c++) mean += xr[c];
+        mean /= C;
+        for (int c = 0; c < C; c++) var += (xr[c] - mean) * (xr[c] - mean);
+        var /= C;
+        for (int c = 0; c < C; c++) {
+            double ref = (xr[c] - mean) / sqrt(var + 1e-5) * w[c] + b[c];
+            double e = fabs(ln[(long)r * C + c] - ref);
+            if (e > worst) worst = e;
+        }
+    }
+    if (worst > 1e-5) fail_msg("layer norm: max |diff| %.3g vs double reference", worst);
+    free(ln);
+
+    float *g = same_on_threads(gelu_step, x, NULL, nf, rows);
+    float *q = same_on_threads(qgelu_step, x, NULL, nf, rows);
+    for (long i = 0; i < nf; i++) {
+        double v = x[i];
+        double gr = 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        double qr = v / (1.0 + exp(-1.702 * v));
+        if (fabs(g[i] - gr) > 1e-5 + 1e-5 * fabs(gr))
+            fail_msg("gelu_new(%g) = %.9g, reference %.9g", v, g[i], gr);
+        if (fabs(q[i] - qr) > 1e-5 + 1e-5 * fabs(qr))
+            fail_msg("quick_gelu(%g) = %.9g, reference %.9g", v, q[i], qr);
+    }
+    free(g), free(q);
+
+    float *s = same_on_threads(res_step, x, y, nf, rows);
+    for (long i = 0; i < nf; i++)
+        if (s[i] != x[i] + y[i]) fail_msg("residual at %ld", i);
+    free(s);
+    free(x), free(y), free(w), free(b);
+}
+
+/* Attention of one head of one sequence in double. */
+static void attention_ref(double *out, const float *qkv, int T, int h) {
+    int hd = C / NH, ld = 3 * C;
+    double *p = malloc(sizeof(double) * T);
+    for (int i = 0; i < T; i++) {
+        double max = -INFINITY, sum = 0;
+        for (int j = 0; j <= i; j++) {
+            double d = 0;
+            for (int k = 0; k < hd; k++)
+                d += (double)qkv[(long)i * ld + h * hd + k] * qkv[(long)j * ld + C + h * hd + k];
+            p[j] = d / sqrt(hd);
+            if (p[j] > max) max = p[j];
+        }
+        for (int j = 0; j <= i; j++) sum += p[j] = exp(p[j] - max);
+        for (int k = 0; k < hd; k++) {
+            double o = 0;
+            for (int j = 0; j <= i; j++) o += p[j] / sum * qkv[(long)j * ld + 2 * C + h * hd + k];
+            out[(long)i * hd + k] = o;
+        }
+    }
+    free(p);
+}
+
+static void test_attention_batch(void **state) {
+    (void)state;
+    /* lengths on both sides of the direct / OpenBLAS switch (32) */
+    const int lens[] = {1, 3, 40, 7, 33, 32, 90, 2, 17, 64, 5, 31};
+    const int n_seq = sizeof lens / sizeof lens[0];
+    int seq_start[sizeof lens / sizeof lens[0] + 1] = {0}, t_max = 0;
+    for (int s = 0; s < n_seq; s++) {
+        seq_start[s + 1] = seq_start[s] + lens[s];
+        if (lens[s] > t_max) t_max = lens[s];
+    }
+    int N = seq_start[n_seq];
+    unsigned seed = 3;
+    float *qkv = rnd((size_t)N * 3 * C, &seed, 4.0f);
+    float *scratch = malloc(sizeof(float) * 3 * t_max * t_max);
+    float *one = malloc(sizeof(float) * N * C), *got = malloc(sizeof(float) * N * C);
+    /* one sequence at a time, the single-sequence operation */
+    for (int s = 0; s < n_seq; s++)
+        attention_forward(one + (long)seq_start[s] * C, qkv + (long)seq_start[s] * 3 * C,
+                          scratch, lens[s], C, NH);
+    for (int t = 1; t <= 3; t++) {
+        ll_pool_set_threads(t);
+        memset(got, 0xff, sizeof(float) * N * C);
+        attention_batch_forward(got, qkv, scratch, t, seq_start, n_seq, C, NH);
+        if (memcmp(got, one, sizeof(float) * N * C))
+            fail_msg("attention of the batch on %d threads differs from one by one", t);
+    }
+    ll_pool_set_threads(1);
+    double worst = 0, *ref = malloc(sizeof(double) * t_max * (C / NH));
+    for (int s = 0; s < n_seq; s++)
+        for (int h = 0; h < NH; h++) {
+            attention_ref(ref, qkv + (long)seq_start[s] * 3 * C, lens[s], h);
+            for (int i = 0; i < lens[s]; i++)
+                for (int k = 0; k < C / NH; k++) {
+                    double e = fabs(one[(long)(seq_start[s] + i) * C + h * (C / NH) + k] -
+                                    ref[(long)i * (C / NH) + k]);
+                    if (e > worst) worst = e;
+                }
+        }
+    if (worst > 1e-5) fail_msg("attention: max |diff| %.3g vs double reference", worst);
+    free(ref), free(qkv), free(scratch), free(one), free(got);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parallel_parts),
+        cmocka_unit_test(test_elementwise_steps),
+        cmocka_unit_test(test_attention_batch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
