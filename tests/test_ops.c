@@ -217,7 +217,12 @@ static void test_attention_batch(void **state) {
     free(ref), free(qkv), free(scratch), free(one), free(got);
 }
 
+/* OpenBLAS's own threads: as in the server, attention's products run on
+ * the calling thread (the pool above is what splits the work). */
+void openblas_set_num_threads(int n);
+
 int main(void) {
+    openblas_set_num_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parallel_parts),
         cmocka_unit_test(test_elementwise_steps),
