@@ -6,26 +6,36 @@
  *       engine's own tokenizers and writes, per model and workload, the token
  *       ids (one sequence per line: what the peers run) and the HTTP request
  *       bodies (one JSON per line: what the load generator sends).
- *   llbench dump    --model DIR --ids FILE --count K --out FILE
+ *   llbench dump    --model DIR --ids FILE --count K --out FILE [--dtype D]
  *       every hidden state of the first K sequences, float32, so the peers
  *       can be checked against the engine before they are timed.
  *   llbench engine  --model DIR --ids FILE --tokens 256,512,... [--workers W]
- *                   [--threads T] [--seconds S]
+ *                   [--threads T] [--seconds S] [--dtype D]
  *       workload 5: forward passes over packed batches of about that many
  *       tokens, and cblas_sgemm on the same GEMM shapes in the same run.
  *   llbench ops     --model DIR --tokens 256,2048 [--seqlen T] [--threads T] [--seconds S]
+ *                   [--dtype D]
  *       the profile: each operation of one block (ops.h, the functions the
  *       forward pass calls) timed on its own over N packed tokens in
  *       sequences of T tokens, as a share of the block's time.
  *   llbench corename
  *       the OpenBLAS kernel family in use (the PyTorch peer gets the same).
  *   llbench forward --model DIR --ids FILE --batch B [--workers W] [--threads T]
- *                   [--latency K] [--layers all|last]
+ *                   [--latency K] [--layers all|last] [--dtype D]
  *       the peers' in-process workloads for the engine itself: every sequence
  *       of the file in packed batches of B sequences (no padding), or with
  *       --latency K, K single-sequence passes and their latency percentiles.
+ *   llbench deviation --model DIR --ids FILE --count K
+ *       how far bf16 weights move the hidden states: the first K sequences
+ *       with both weight formats, per layer max |bf16 - f32|, max |f32| and
+ *       the RMS of the difference relative to the RMS of f32.
+ *   llbench bf16native
+ *       1 if bf16 products run on AVX512-BF16 here, 0 if on the portable
+ *       code (correct, but too slow to be worth timing).
  *
- * Every timing command prints one JSON object on stdout.
+ * --dtype f32|bf16 (default f32): the format of the weights in the products
+ * with weights (dtype.h).  Every timing command prints one JSON object on
+ * stdout, with the dtype it ran.
  *
  * FLOP accounting (per token, per block, C = width, F = MLP width, T = the
  * sequence's length): the four linear layers are 2 (C 3C + C C + C F + F C)
@@ -73,11 +83,13 @@ typedef struct args {
     const char *gpt2, *clip, *data, *out, *model, *ids, *tokens, *layers;
     int words, sentences, count, workers, threads, batch, latency;
     double seconds;
+    ll_weight_type dtype;
 } args;
 
 static void parse_args(args *a, int argc, char **argv) {
     *a = (args){.words = 1000, .sentences = 1000, .count = 4, .workers = 1,
-                .threads = 1, .batch = 64, .seconds = 3.0, .layers = "all"};
+                .threads = 1, .batch = 64, .seconds = 3.0, .layers = "all",
+                .dtype = LL_WEIGHTS_F32};
     for (int i = 2; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) die("%s needs a value", k);
@@ -98,15 +110,18 @@ static void parse_args(args *a, int argc, char **argv) {
         else if (!strcmp(k, "--batch") || !strcmp(k, "--seqlen")) a->batch = atoi(v);
         else if (!strcmp(k, "--latency")) a->latency = atoi(v);
         else if (!strcmp(k, "--seconds")) a->seconds = atof(v);
+        else if (!strcmp(k, "--dtype")) {
+            if (ll_weight_type_parse(v, &a->dtype)) die("--dtype %s: f32 or bf16", v);
+        }
         else die("unknown option %s", k);
     }
     if (a->workers < 1 || a->threads < 1 || a->batch < 1) die("%s", "bad worker/thread/batch count");
 }
 
-static ll_model *load_model(const char *dir) {
+static ll_model *load_model(const char *dir, ll_weight_type dtype) {
     if (!dir) die("%s", "--model DIR is required");
     ll_error err = {{0}};
-    ll_model *m = ll_model_load(dir, &err);
+    ll_model *m = ll_model_load_dtype(dir, dtype, &err);
     if (!m) die("%s", err.msg);
     return m;
 }
@@ -274,7 +289,7 @@ static int cmd_prep(const args *a) {
     const char *dirs[2] = {a->gpt2, a->clip};
     workload_out wl[3] = {{"words", &words, 1}, {"sentences", &sents, 1}, {"stsb", &stsb, 0}};
     for (int d = 0; d < 2; d++) {
-        ll_model *m = load_model(dirs[d]);
+        ll_model *m = load_model(dirs[d], LL_WEIGHTS_F32); /* tokenizers only */
         for (int w = 0; w < 3; w++) prep_workload(m, a->out, &wl[w]);
         ll_model_free(m);
     }
@@ -335,7 +350,7 @@ static double attention_flops(const ll_config *c, const ll_seq *s, int n) {
 /* ------------------------------------------------------------ dump */
 
 static int cmd_dump(const args *a) {
-    ll_model *m = load_model(a->model);
+    ll_model *m = load_model(a->model, a->dtype);
     seqfile sf = read_ids(a->ids);
     const ll_config *c = ll_model_config(m);
     FILE *f = fopen(a->out, "wb");
@@ -513,7 +528,7 @@ static double sgemm_gflops(int M, int C, int F, int layers, int workers, double 
 /* ------------------------------------------------------------ engine */
 
 static int cmd_engine(const args *a) {
-    ll_model *m = load_model(a->model);
+    ll_model *m = load_model(a->model, a->dtype);
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
     openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
@@ -561,9 +576,9 @@ static int cmd_engine(const args *a) {
         free(b);
     }
     free(spec);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s, s:o}", "model", ll_model_id(m), "workers",
-                          a->workers, "threads", a->threads, "layers", a->layers, "openblas",
-                          ll_blas_corename(), "rows", rows);
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s, s:o}", "model", ll_model_id(m), "dtype",
+                          ll_weight_type_name(a->dtype), "workers", a->workers, "threads",
+                          a->threads, "layers", a->layers, "openblas", ll_blas_corename(), "rows", rows);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     puts(s);
     free(s);
@@ -587,7 +602,7 @@ static double percentile(const double *sorted, long n, double q) {
 }
 
 static int cmd_forward(const args *a) {
-    ll_model *m = load_model(a->model);
+    ll_model *m = load_model(a->model, a->dtype);
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
     openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
@@ -599,9 +614,9 @@ static int cmd_forward(const args *a) {
               .threads = a->threads};
     p.max_jobs = a->workers < nb ? a->workers : nb; /* warm-up */
     run_pool(&p, a->workers);
-    json_t *o = json_pack("{s:s, s:i, s:i, s:s, s:s}", "model", ll_model_id(m), "workers",
-                          a->workers, "threads", a->threads, "layers", a->layers, "openblas",
-                          ll_blas_corename());
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "model", ll_model_id(m), "dtype",
+                          ll_weight_type_name(a->dtype), "workers", a->workers, "threads",
+                          a->threads, "layers", a->layers, "openblas", ll_blas_corename());
     if (a->latency) {
         p.max_jobs = a->latency;
         p.lat = calloc((size_t)a->latency, sizeof *p.lat);
@@ -636,7 +651,7 @@ static int cmd_forward(const args *a) {
 
 /* Prints the FLOP accounting of a model on an ids file (for the report). */
 static int cmd_flops(const args *a) {
-    ll_model *m = load_model(a->model);
+    ll_model *m = load_model(a->model, LL_WEIGHTS_F32); /* shapes only */
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
     double lin = linear_flops(c, sf.tokens), att = attention_flops(c, sf.seqs, sf.n);
@@ -713,7 +728,8 @@ static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
  * The block runs again and again for about `seconds`, each operation timed
  * on its own, so a change of machine load hits every operation alike;
  * per_call receives the mean seconds per call. */
-static void time_block_ops(const ll_config *c, int N, int T, double seconds, double *per_call) {
+static void time_block_ops(const ll_config *c, int N, int T, double seconds, ll_weight_type dtype,
+                           double *per_call) {
     long C = c->width, F = c->ffn;
     unsigned seed = 1;
     block_bufs k = {
@@ -724,10 +740,10 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, dou
         .w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), .w_proj = rand_floats((size_t)C * C, 0.04f, &seed),
         .w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), .w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed),
         .b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), .g = rand_floats((size_t)C, 0.1f, &seed)};
-    if (ll_pack_weights(&k.p_qkv, k.w_qkv, (int)C, (int)(3 * C)) ||
-        ll_pack_weights(&k.p_proj, k.w_proj, (int)C, (int)C) ||
-        ll_pack_weights(&k.p_fc1, k.w_fc1, (int)C, (int)F) ||
-        ll_pack_weights(&k.p_fc2, k.w_fc2, (int)F, (int)C))
+    if (ll_pack_weights(&k.p_qkv, k.w_qkv, (int)C, (int)(3 * C), dtype) ||
+        ll_pack_weights(&k.p_proj, k.w_proj, (int)C, (int)C, dtype) ||
+        ll_pack_weights(&k.p_fc1, k.w_fc1, (int)C, (int)F, dtype) ||
+        ll_pack_weights(&k.p_fc2, k.w_fc2, (int)F, (int)C, dtype))
         die("%s", "out of memory");
     long reps = 0;
     double t_end = 0;
@@ -765,7 +781,7 @@ static int cmd_ops(const args *a) {
         int N = atoi(tok) / T * T;
         if (N < T) N = T;
         double per[N_OPS] = {0}, total = 0;
-        time_block_ops(&c, N, T, a->seconds, per);
+        time_block_ops(&c, N, T, a->seconds, a->dtype, per);
         for (int op = 0; op < N_OPS; op++) total += per[op];
         json_t *ops = json_array();
         double C = c.width, F = c.ffn;
@@ -783,12 +799,74 @@ static int cmd_ops(const args *a) {
         fprintf(stderr, "llbench ops: %d tokens: block %.0f us\n", N, 1e6 * total);
     }
     free(spec);
-    json_t *o = json_pack("{s:s, s:i, s:s, s:o}", "model", c.arch == LL_ARCH_GPT2 ? "gpt2" : "clip",
-                          "threads", a->threads, "openblas", ll_blas_corename(), "rows", rows);
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:o}", "model", c.arch == LL_ARCH_GPT2 ? "gpt2" : "clip",
+                          "dtype", ll_weight_type_name(a->dtype), "threads", a->threads, "openblas",
+                          ll_blas_corename(), "rows", rows);
     char *str = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     puts(str);
     free(str);
     json_decref(o);
+    return 0;
+}
+
+/* ------------------------------------------------------------ deviation */
+
+/* Differences between two sets of values, summed over the sequences. */
+typedef struct dev {
+    double max_diff, max_ref, sq_diff, sq_ref;
+} dev;
+
+static void dev_add(dev *d, const float *x, const float *ref, long n) {
+    for (long i = 0; i < n; i++) {
+        double e = fabs((double)x[i] - ref[i]), r = fabs((double)ref[i]);
+        if (e > d->max_diff) d->max_diff = e;
+        if (r > d->max_ref) d->max_ref = r;
+        d->sq_diff += e * e;
+        d->sq_ref += r * r;
+    }
+}
+
+static json_t *dev_json(const dev *d) {
+    return json_pack("{s:f, s:f, s:f}", "max_abs_diff", d->max_diff, "max_abs_f32", d->max_ref,
+                     "rel_rms", d->sq_ref > 0 ? sqrt(d->sq_diff / d->sq_ref) : 0.0);
+}
+
+/* bf16 against f32 on the same sequences, one at a time (so the states of
+ * every layer of a long file never have to be held at once). */
+static int cmd_deviation(const args *a) {
+    ll_model *mf = load_model(a->model, LL_WEIGHTS_F32), *mb = load_model(a->model, LL_WEIGHTS_BF16);
+    const ll_config *c = ll_model_config(mf);
+    seqfile sf = read_ids(a->ids);
+    ll_workspace *ws = ll_workspace_new();
+    ll_forward_req req = {.layers = (2ull << c->n_layer) - 1,
+                          .want_projected = c->arch == LL_ARCH_CLIP};
+    dev layer[LL_MAX_LAYERS + 1] = {{0}}, proj = {0};
+    int n = a->count < sf.n ? a->count : sf.n;
+    long tokens = 0;
+    for (int s = 0; s < n; s++) {
+        ll_states f, b;
+        ll_error err = {{0}};
+        if (ll_forward(mf, ws, &sf.seqs[s], 1, &req, &f, &err) ||
+            ll_forward(mb, ws, &sf.seqs[s], 1, &req, &b, &err))
+            die("%s", err.msg);
+        for (int l = 0; l <= c->n_layer; l++)
+            dev_add(&layer[l], b.layer[l], f.layer[l], (long)f.n_tok * c->width);
+        if (f.projected) dev_add(&proj, b.projected, f.projected, c->proj_dim);
+        tokens += f.n_tok;
+        ll_states_free(&f), ll_states_free(&b);
+    }
+    json_t *layers = json_array();
+    for (int l = 0; l <= c->n_layer; l++) json_array_append_new(layers, dev_json(&layer[l]));
+    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:I, s:o}", "model", ll_model_id(mf), "dtype",
+                          "bf16", "bf16_native", ll_bf16_native(), "sequences", n, "tokens",
+                          (json_int_t)tokens, "layers", layers);
+    if (c->arch == LL_ARCH_CLIP) json_object_set_new(o, "projected", dev_json(&proj));
+    char *str = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    puts(str);
+    free(str);
+    json_decref(o);
+    ll_workspace_free(ws);
+    ll_model_free(mf), ll_model_free(mb);
     return 0;
 }
 
@@ -798,11 +876,19 @@ static int cmd_corename(void) {
     return 0;
 }
 
+/* Prints 1 if bf16 products use AVX512-BF16 here, 0 if not (bench.sh then
+ * skips the bf16 timings). */
+static int cmd_bf16native(void) {
+    printf("%d\n", ll_bf16_native());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     /* the same OpenBLAS kernels as `layerlens serve` (may re-execute) */
     ll_blas_select_kernels(argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops|ops|corename [options] (see llbench.c)\n");
+        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops|ops|deviation|corename|bf16native "
+                "[options] (see llbench.c)\n");
         return 2;
     }
     args a;
@@ -815,6 +901,8 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "flops")) return cmd_flops(&a);
     if (!strcmp(cmd, "corename")) return cmd_corename();
     if (!strcmp(cmd, "ops")) return cmd_ops(&a);
+    if (!strcmp(cmd, "deviation")) return cmd_deviation(&a);
+    if (!strcmp(cmd, "bf16native")) return cmd_bf16native();
     fprintf(stderr, "llbench: unknown command %s\n", cmd);
     return 2;
 }

@@ -77,6 +77,61 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def pct(v):
+    return "-" if v is None else "0" if v == 0 else f"{100 * v:.2f}%"
+
+
+def bf16_section(res, models, p):
+    """float32 and bf16 weights on the same batches, and how far bf16 moves
+    the hidden states (llbench deviation)."""
+    p("## bf16 weights (--dtype bf16), in-process, same run")
+    p("")
+    if load(res, "bf16-native.txt") == "0":
+        p("Not run: this build or CPU has no AVX512-BF16 (the portable bf16 code is not worth timing).")
+        p("")
+        return
+    p("Products with weights in bfloat16 (AVX512-BF16, float32 sums), everything else float32; "
+      "timed right after the float32 runs on the same batches (llbench forward). "
+      "Speed-up > 1 means bf16 is faster.")
+    p("")
+    p("| input | model | float32 | bf16 | speed-up |")
+    p("| --- | --- | ---: | ---: | ---: |")
+    for wl, unit in (("words", "words/s"), ("sentences", "sentences/s")):
+        for m in models:
+            f = (load(res, f"engine-b64-{m}-{wl}.json") or {}).get("seqs_per_s")
+            b = (load(res, f"engine-b64-bf16-{m}-{wl}.json") or {}).get("seqs_per_s", "not run")
+            p(f"| {wl}, batch 64 ({unit}) | {m} | {fmt(f)} | {fmt(b)} | {ratio(b, f)} |")
+    for m in models:
+        f = (load(res, f"engine-b1-{m}.json") or {}).get("p50_ms")
+        b = (load(res, f"engine-b1-bf16-{m}.json") or {}).get("p50_ms", "not run")
+        p(f"| one word, batch 1, p50 (ms) | {m} | {fmt(f, 2)} | {fmt(b, 2)} | {ratio(f, b)} |")
+    p("")
+    devs = {(m, wl): load(res, f"bf16-deviation-{m}-{wl}.json") for m in models for wl in ("words", "sentences")}
+    some = next((d for d in devs.values() if d), None)
+    if not some:
+        p("Deviation from float32: not run.")
+        p("")
+        return
+    n = len(some["layers"])
+    p("Deviation of the hidden states from float32, per layer (0 = embeddings, float32 in both; "
+      "CLIP's projected embedding last): RMS of bf16 - f32 relative to the RMS of f32, and "
+      "max |bf16 - f32| relative to max |f32|, over every position of the first sequences of the input.")
+    p("")
+    p("| model, input (sequences) | measure | " + " | ".join(str(i) for i in range(n)) + " | projected |")
+    p("| --- | --- |" + " ---: |" * (n + 1))
+    for (m, wl), d in devs.items():
+        if not d:
+            p(f"| {m}, {wl} | not run |" + " |" * (n + 1))
+            continue
+        rows = d["layers"] + ([d["projected"]] if d.get("projected") else [])
+        cells = [[pct(r["rel_rms"]) for r in rows],
+                 [pct(r["max_abs_diff"] / r["max_abs_f32"] if r["max_abs_f32"] else None) for r in rows]]
+        for label, c in zip(("relative RMS", "max diff / max f32"), cells):
+            c += ["-"] * (n + 1 - len(c))
+            p(f"| {m}, {wl} ({d['sequences']}) | {label} | " + " | ".join(c) + " |")
+    p("")
+
+
 def main():
     res, quick = sys.argv[1], len(sys.argv) > 2 and sys.argv[2] == "1"
     models = ["gpt2", "clip"]
@@ -203,6 +258,8 @@ def main():
         p(f"| one word, batch 1, p50 / p99 (ms) | {m} | {fmt(e.get('p50_ms'), 2)} / {fmt(e.get('p99_ms'), 2)} "
           f"| | | | | |")
     p("")
+
+    bf16_section(res, models, p)
 
     # service facts
     p("## Service")

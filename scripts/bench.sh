@@ -261,6 +261,12 @@ stop_server
 # --- layerlens in-process (no HTTP): the peers' batches, and workload 5
 log "layerlens engine in-process"
 cli_evaluate
+# bf16 weights are timed right after float32 on the same batches, so both
+# see the same machine; only where the products run on AVX512-BF16 (the
+# portable code gives the same states, far slower: not worth a number).
+BF16=$("$LLBENCH" bf16native)
+echo "$BF16" > "$RES/bf16-native.txt"
+[ "$BF16" = 1 ] || log "bf16 weights: not timed (no AVX512-BF16 in this build or CPU)"
 for m in gpt2 clip; do
     for w in words sentences stsb; do
         "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 \
@@ -268,6 +274,16 @@ for m in gpt2 clip; do
     done
     "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-words.ids" --latency "$N_LAT" \
         --threads 2 --layers last > "$RES/engine-b1-$m.json"
+    if [ "$BF16" = 1 ]; then
+        for w in words sentences; do
+            "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --batch 64 \
+                --workers 2 --threads 1 --dtype bf16 > "$RES/engine-b64-bf16-$m-$w.json"
+            "$LLBENCH" deviation --model "$WEIGHTS/$m" --ids "$DATA/$m-$w.ids" --count 64 \
+                > "$RES/bf16-deviation-$m-$w.json"
+        done
+        "$LLBENCH" forward --model "$WEIGHTS/$m" --ids "$DATA/$m-words.ids" --latency "$N_LAT" \
+            --threads 2 --layers last --dtype bf16 > "$RES/engine-b1-bf16-$m.json"
+    fi
     "$LLBENCH" engine --model "$WEIGHTS/$m" --ids "$DATA/$m-stsb.ids" --tokens "$ENGINE_TOKENS" \
         --workers 2 --threads 1 --seconds "$ENGINE_S" > "$RES/w5-$m-2x1.json"
     "$LLBENCH" engine --model "$WEIGHTS/$m" --ids "$DATA/$m-stsb.ids" --tokens "$ENGINE_TOKENS" \

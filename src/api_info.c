@@ -60,9 +60,12 @@ static json_t *files_json(ll_served_model *sm) {
 
 static json_t *model_json(ll_served_model *sm) {
     ll_model *m = atomic_load(&sm->model);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:b, s:s}", "id", sm->id, "object", "model",
+    /* The weight format is the server's option, known before the model is
+     * loaded; once it is, the model's own says what its products use. */
+    ll_weight_type dtype = m ? ll_model_dtype(m) : sm->srv->opts.dtype;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:b, s:s, s:s}", "id", sm->id, "object", "model",
                           "owned_by", "layerlens", "ready", m != NULL, "demo", sm->demo,
-                          "directory", sm->dir);
+                          "directory", sm->dir, "dtype", ll_weight_type_name(dtype));
     if (!o || !m) return o;
     const ll_config *c = ll_model_config(m);
     json_object_set_new(o, "architecture",

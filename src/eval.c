@@ -764,8 +764,11 @@ int ll_eval_run(const ll_eval_env *env_in, const ll_eval_request *req, json_t **
     json_t *models = json_object();
     for (int k = 0; k < req->n_models; k++) {
         const ll_config *cfg = ll_model_config(req->models[k]);
+        /* the weight format changes the scores (bf16: see docs/http-api.md) */
         json_object_set_new(models, ll_model_id(req->models[k]),
-                            json_pack("{s:i, s:i}", "n_layer", cfg->n_layer, "width", cfg->width));
+                            json_pack("{s:i, s:i, s:s}", "n_layer", cfg->n_layer, "width",
+                                      cfg->width, "dtype",
+                                      ll_weight_type_name(ll_model_dtype(req->models[k]))));
     }
     json_object_set_new(result, "models", models);
     json_object_set_new(result, "method", method_json(req));

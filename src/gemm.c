@@ -18,6 +18,8 @@
  * order, so the thread count changes no result either. */
 #include "layerlens/gemm.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,56 +35,118 @@
 #define MC 128  /* rows per chunk */
 #define PREFETCH_K 64 /* weights are fetched this many k ahead (8 KB) */
 #define FEW_ROWS 128 /* up to this many rows, k is not cut into chunks */
+#define BF16_DOT_ROWS 16 /* bf16: up to this many rows, VDPBF16PS (see gemm_panels16_fma) */
 
 /* ---------------------------------------------------------------- packing */
 
 static size_t panel_count(int N) { return (size_t)(N + NR - 1) / NR; }
+static size_t pair_count(int K) { return (size_t)(K + 1) / 2; }
 
-int ll_packed_init(ll_packed *p, int K, int N) {
-    size_t n = panel_count(N) * (size_t)K * NR;
-    p->K = K, p->N = N;
-    p->panels = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
-    if (!p->panels) return -1;
-    memset(p->panels, 0, n * sizeof(float));
+/* Round to nearest even, as VCVTNE2PS2BF16 does: subnormal inputs become
+ * signed zeros, a NaN stays a (quiet) NaN. */
+uint16_t ll_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_value(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static size_t packed_elems(int K, int N, ll_weight_type dtype) {
+    return dtype == LL_WEIGHTS_BF16 ? panel_count(N) * pair_count(K) * NR * 2
+                            : panel_count(N) * (size_t)K * NR;
+}
+
+int ll_packed_init(ll_packed *p, int K, int N, ll_weight_type dtype) {
+    size_t bytes = packed_elems(K, N, dtype) * (dtype == LL_WEIGHTS_BF16 ? 2 : 4);
+    void *mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    *p = (ll_packed){.K = K, .N = N, .dtype = dtype};
+    if (!mem) return -1;
+    memset(mem, 0, bytes);
+    if (dtype == LL_WEIGHTS_BF16) p->panels16 = mem;
+    else p->panels = mem;
     return 0;
 }
 
-/* The element W[k][n] of the packed matrix. */
+/* The element W[k][n] of a float32 packed matrix. */
 static inline float *at(const ll_packed *p, int k, int n) {
     return p->panels + (size_t)(n / NR) * p->K * NR + (size_t)k * NR + n % NR;
+}
+
+/* The element W[k][n] of a bfloat16 packed matrix (see gemm.h). */
+static inline uint16_t *at16(const ll_packed *p, int k, int n) {
+    return p->panels16 + (size_t)(n / NR) * pair_count(p->K) * NR * 2 +
+           (size_t)(k / 2) * NR * 2 + (size_t)(n % NR) * 2 + (k & 1);
 }
 
 void ll_packed_set_t(ll_packed *p, int col0, const float *Wt, int n) {
     for (int j = 0; j < n; j++) {
         const float *src = Wt + (size_t)j * p->K;
+        if (p->dtype == LL_WEIGHTS_BF16) {
+            for (int k = 0; k < p->K; k++) *at16(p, k, col0 + j) = ll_bf16_round(src[k]);
+            continue;
+        }
         float *dst = at(p, 0, col0 + j);
         for (int k = 0; k < p->K; k++) dst[(size_t)k * NR] = src[k];
     }
 }
 
-int ll_pack_weights(ll_packed *p, const float *W, int K, int N) {
-    if (ll_packed_init(p, K, N)) return -1;
+int ll_pack_weights(ll_packed *p, const float *W, int K, int N, ll_weight_type dtype) {
+    if (ll_packed_init(p, K, N, dtype)) return -1;
     for (size_t j = 0; j < panel_count(N); j++) {
         int n0 = (int)j * NR, w = N - n0 < NR ? N - n0 : NR;
-        for (int k = 0; k < K; k++)
-            memcpy(at(p, k, n0), W + (size_t)k * N + n0, (size_t)w * sizeof(float));
+        for (int k = 0; k < K; k++) {
+            const float *src = W + (size_t)k * N + n0;
+            if (dtype == LL_WEIGHTS_BF16)
+                for (int c = 0; c < w; c++) *at16(p, k, n0 + c) = ll_bf16_round(src[c]);
+            else
+                memcpy(at(p, k, n0), src, (size_t)w * sizeof(float));
+        }
     }
     return 0;
 }
 
-int ll_pack_weights_t(ll_packed *p, const float *Wt, int N, int K) {
-    if (ll_packed_init(p, K, N)) return -1;
+int ll_pack_weights_t(ll_packed *p, const float *Wt, int N, int K, ll_weight_type dtype) {
+    if (ll_packed_init(p, K, N, dtype)) return -1;
     ll_packed_set_t(p, 0, Wt, N);
     return 0;
 }
 
 void ll_packed_free(ll_packed *p) {
     free(p->panels);
+    free(p->panels16);
     p->panels = NULL;
+    p->panels16 = NULL;
 }
 
 size_t ll_packed_bytes(const ll_packed *p) {
-    return p->panels ? panel_count(p->N) * (size_t)p->K * NR * sizeof(float) : 0;
+    if (!p->panels && !p->panels16) return 0;
+    return packed_elems(p->K, p->N, p->dtype) * (p->dtype == LL_WEIGHTS_BF16 ? 2 : 4);
+}
+
+const char *ll_weight_type_name(ll_weight_type d) { return d == LL_WEIGHTS_BF16 ? "bf16" : "f32"; }
+
+int ll_weight_type_parse(const char *s, ll_weight_type *out) {
+    if (!strcmp(s, "f32") || !strcmp(s, "float32")) *out = LL_WEIGHTS_F32;
+    else if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) *out = LL_WEIGHTS_BF16;
+    else return -1;
+    return 0;
+}
+
+int ll_bf16_native(void) {
+#ifdef __AVX512BF16__
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 /* ---------------------------------------------------------------- kernels */
@@ -94,29 +158,25 @@ size_t ll_packed_bytes(const ll_packed *p) {
  * does with beta = 1 (a bias as the starting value would round every step
  * at the bias's magnitude). */
 #ifdef __AVX512F__
+/* The accumulators of a block of mr rows x w columns: 0 for the first
+ * chunk of k, else the partial sums stored in out (masks m0, m1: the valid
+ * columns of each half of the panel). */
 static inline __attribute__((always_inline)) void
-kernel(const int mr, int w, int kn, const float *a, long lda, const float *b,
-       float *out, long ldo, const float *bias, int first, int last) {
-    __m512 c0[MR], c1[MR];
-    __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
-    __mmask16 m1 = w >= 32 ? 0xffff : w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
+acc_start(__m512 *c0, __m512 *c1, __mmask16 *m0, __mmask16 *m1, const int mr, int w,
+          const float *out, long ldo, int first) {
+    *m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
+    *m1 = w >= 32 ? 0xffff : w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
-        c0[r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, out + r * ldo);
-        c1[r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, out + r * ldo + 16);
+        c0[r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(*m0, out + r * ldo);
+        c1[r] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(*m1, out + r * ldo + 16);
     }
-    for (int k = 0; k < kn; k++) {
-        __m512 b0 = _mm512_load_ps(b + (long)k * NR);
-        __m512 b1 = _mm512_load_ps(b + (long)k * NR + 16);
-        _mm_prefetch((const char *)(b + (long)(k + PREFETCH_K) * NR), _MM_HINT_T0);
-        _mm_prefetch((const char *)(b + (long)(k + PREFETCH_K) * NR + 16), _MM_HINT_T0);
-#pragma GCC unroll 8
-        for (int r = 0; r < mr; r++) {
-            __m512 ar = _mm512_set1_ps(a[r * lda + k]);
-            c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
-        }
-    }
+}
+
+/* Stores the accumulators, + bias after the last chunk of k. */
+static inline __attribute__((always_inline)) void
+acc_finish(__m512 *c0, __m512 *c1, __mmask16 m0, __mmask16 m1, const int mr, float *out,
+           long ldo, const float *bias, int last) {
     if (last && bias) {
         __m512 bb0 = _mm512_maskz_loadu_ps(m0, bias), bb1 = _mm512_maskz_loadu_ps(m1, bias + 16);
 #pragma GCC unroll 8
@@ -130,6 +190,27 @@ kernel(const int mr, int w, int kn, const float *a, long lda, const float *b,
         _mm512_mask_storeu_ps(out + r * ldo, m0, c0[r]);
         _mm512_mask_storeu_ps(out + r * ldo + 16, m1, c1[r]);
     }
+}
+
+static inline __attribute__((always_inline)) void
+kernel(const int mr, int w, int kn, const float *a, long lda, const float *b,
+       float *out, long ldo, const float *bias, int first, int last) {
+    __m512 c0[MR], c1[MR];
+    __mmask16 m0, m1;
+    acc_start(c0, c1, &m0, &m1, mr, w, out, ldo, first);
+    for (int k = 0; k < kn; k++) {
+        __m512 b0 = _mm512_load_ps(b + (long)k * NR);
+        __m512 b1 = _mm512_load_ps(b + (long)k * NR + 16);
+        _mm_prefetch((const char *)(b + (long)(k + PREFETCH_K) * NR), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (long)(k + PREFETCH_K) * NR + 16), _MM_HINT_T0);
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            __m512 ar = _mm512_set1_ps(a[r * lda + k]);
+            c0[r] = _mm512_fmadd_ps(ar, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(ar, b1, c1[r]);
+        }
+    }
+    acc_finish(c0, c1, m0, m1, mr, out, ldo, bias, last);
 }
 #else
 /* Portable version (builds without AVX-512, e.g. the valgrind build): the
@@ -172,6 +253,197 @@ static void block(int mr, int w, int kn, const float *a, long lda, const float *
     }
 }
 
+/* ------------------------------------------------------------ bf16 kernels */
+
+/* The bf16 counterpart of kernel(): a holds the rows rounded to bfloat16
+ * (a k-pair is one 32-bit word: a[r * lda + j] = rows' values 2j, 2j+1),
+ * b the panel from pair j0 on, kn pairs.  Per pair and column, as
+ * VDPBF16PS computes it: acc += a[2j+1] * w[2j+1]; acc += a[2j] * w[2j],
+ * each product exact in float32, each sum rounded. */
+#ifdef __AVX512BF16__
+static inline __attribute__((always_inline)) void
+kernel16(const int mr, int w, int kn, const uint32_t *a, long lda, const uint16_t *b,
+         float *out, long ldo, const float *bias, int first, int last) {
+    __m512 c0[MR], c1[MR];
+    __mmask16 m0, m1;
+    acc_start(c0, c1, &m0, &m1, mr, w, out, ldo, first);
+    for (int j = 0; j < kn; j++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(b + (long)j * NR * 2);
+        __m512bh b1 = (__m512bh)_mm512_load_si512(b + (long)j * NR * 2 + NR);
+        _mm_prefetch((const char *)(b + (long)(j + PREFETCH_K) * NR * 2), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (long)(j + PREFETCH_K) * NR * 2 + NR), _MM_HINT_T0);
+#pragma GCC unroll 8
+        for (int r = 0; r < mr; r++) {
+            __m512bh ar = (__m512bh)_mm512_set1_epi32((int)a[r * lda + j]);
+            c0[r] = _mm512_dpbf16_ps(c0[r], ar, b0);
+            c1[r] = _mm512_dpbf16_ps(c1[r], ar, b1);
+        }
+    }
+    acc_finish(c0, c1, m0, m1, mr, out, ldo, bias, last);
+}
+#else
+/* Portable: the same two rounded sums per pair, one column at a time. */
+static inline void kernel16(const int mr, int w, int kn, const uint32_t *a, long lda,
+                            const uint16_t *b, float *out, long ldo, const float *bias,
+                            int first, int last) {
+    for (int r = 0; r < mr; r++) {
+        float acc[NR] = {0};
+        if (!first) memcpy(acc, out + r * ldo, (size_t)w * sizeof(float));
+        for (int j = 0; j < kn; j++) {
+            uint32_t pair = a[r * lda + j];
+            float x0 = bf16_value((uint16_t)(pair & 0xffffu));
+            float x1 = bf16_value((uint16_t)(pair >> 16));
+            const uint16_t *bj = b + (long)j * NR * 2;
+            for (int c = 0; c < NR; c++) {
+                acc[c] += x1 * bf16_value(bj[2 * c + 1]);
+                acc[c] += x0 * bf16_value(bj[2 * c]);
+            }
+        }
+        if (last && bias)
+            for (int c = 0; c < w; c++) acc[c] += bias[c];
+        memcpy(out + r * ldo, acc, (size_t)w * sizeof(float));
+    }
+}
+#endif
+
+static void block16(int mr, int w, int kn, const uint32_t *a, long lda, const uint16_t *b,
+                    float *out, long ldo, const float *bias, int first, int last) {
+    switch (mr) {
+#define K_(n) case n: kernel16(n, w, kn, a, lda, b, out, ldo, bias, first, last); break;
+        K_(1) K_(2) K_(3) K_(4) K_(5) K_(6) K_(7) K_(8)
+#undef K_
+    }
+}
+
+/* gemm_panels for bf16 weights: a [M][lda] holds the rows' k-pairs. */
+static void gemm_panels16(float *out, const uint32_t *a, long lda, const ll_packed *W,
+                          const float *bias, int M, size_t p0, size_t p1) {
+    int N = W->N, P2 = (int)pair_count(W->K);
+    int kc = M <= FEW_ROWS ? P2 : KC / 2;
+    for (int r0 = 0; r0 < M; r0 += MC) {
+        int rn = M - r0 < MC ? M - r0 : MC;
+        for (int k0 = 0; k0 < P2; k0 += kc) {
+            int kn = P2 - k0 < kc ? P2 - k0 : kc;
+            for (size_t p = p0; p < p1; p++) {
+                int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
+                const uint16_t *b = W->panels16 + (p * (size_t)P2 + (size_t)k0) * NR * 2;
+                for (int r = r0; r < r0 + rn; r += MR) {
+                    int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
+                    block16(mr, w, kn, a + (long)r * lda + k0, lda, b, out + (long)r * N + n0, N,
+                            bias ? bias + n0 : NULL, k0 == 0, k0 + kn == P2);
+                }
+            }
+        }
+    }
+}
+
+/* kn pairs of a bf16 panel -> 2 kn rows of NR floats, each pair's odd
+ * row first. */
+static void widen_chunk(float *wide, const uint16_t *b, int kn) {
+    for (int j = 0; j < kn; j++) {
+        const uint16_t *bj = b + (long)j * NR * 2;
+        float *odd = wide + (long)2 * j * NR, *even = odd + NR;
+#ifdef __AVX512F__
+        for (int h = 0; h < 2; h++) {
+            __m512i v = _mm512_load_si512(bj + h * NR);
+            _mm512_store_ps(odd + 16 * h, _mm512_castsi512_ps(
+                _mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u))));
+            _mm512_store_ps(even + 16 * h, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+        }
+#else
+        for (int c = 0; c < NR; c++) {
+            odd[c] = bf16_value(bj[2 * c + 1]);
+            even[c] = bf16_value(bj[2 * c]);
+        }
+#endif
+    }
+}
+
+/* More rows: VDPBF16PS does about 60% of the multiply-adds per cycle of
+ * FMA here (78 vs 123 GFLOP/s on one core at 64 rows), so with few rows,
+ * where the weights' bytes bound the time, it is 1.7-3x faster than
+ * float32, and from ~32 rows on it is slower.  Above BF16_DOT_ROWS rows
+ * the same sums are therefore computed with the float32 kernel.  A
+ * product of two bfloat16 values is exact in float32, so fma(a, w, acc)
+ * rounds once like each of VDPBF16PS's two sums: with each
+ * pair's odd k first, the results are the same bits.  a [M][lda] holds the
+ * rounded rows as floats, each pair swapped (round_rows_swapped); each
+ * chunk of a panel is widened to floats, swapped the same way, and used by
+ * every row block of the chunk. */
+static void gemm_panels16_fma(float *out, const float *a, long lda, const ll_packed *W,
+                              const float *bias, int M, size_t p0, size_t p1) {
+    int N = W->N, P2 = (int)pair_count(W->K), kc = KC / 2;
+    float wide[KC * NR] __attribute__((aligned(64)));
+    for (int r0 = 0; r0 < M; r0 += MC) {
+        int rn = M - r0 < MC ? M - r0 : MC;
+        for (int k0 = 0; k0 < P2; k0 += kc) {
+            int kn = P2 - k0 < kc ? P2 - k0 : kc;
+            for (size_t p = p0; p < p1; p++) {
+                int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
+                widen_chunk(wide, W->panels16 + (p * (size_t)P2 + (size_t)k0) * NR * 2, kn);
+                for (int r = r0; r < r0 + rn; r += MR) {
+                    int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
+                    block(mr, w, 2 * kn, a + (long)r * lda + 2 * k0, lda, wide,
+                          out + (long)r * N + n0, N, bias ? bias + n0 : NULL, k0 == 0,
+                          k0 + kn == P2);
+                }
+            }
+        }
+    }
+}
+
+/* rows [M][K] -> a [M][lda] k-pairs in bfloat16 (a zero after an odd K). */
+static void round_rows(uint32_t *a, long lda, const float *inp, int M, int K) {
+    for (int r = 0; r < M; r++) {
+        const float *x = inp + (long)r * K;
+        uint16_t *o = (uint16_t *)(a + (long)r * lda);
+        int k = 0;
+#ifdef __AVX512BF16__
+        for (; k + 32 <= K; k += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
+            _mm512_storeu_si512(o + k, (__m512i)v);
+        }
+#endif
+        for (; k < K; k++) o[k] = ll_bf16_round(x[k]);
+        if (K & 1) o[K] = 0;
+    }
+}
+
+/* rows [M][K] -> a [M][lda] floats rounded to bfloat16, each pair
+ * swapped: a[2j] = x[2j+1], a[2j+1] = x[2j] (a zero for an odd K's
+ * missing x[K]). */
+static void round_rows_swapped(float *a, long lda, const float *inp, int M, int K) {
+    for (int r = 0; r < M; r++) {
+        const float *x = inp + (long)r * K;
+        float *o = a + (long)r * lda;
+        for (int k = 0; k < K; k += 2) {
+            o[k] = k + 1 < K ? bf16_value(ll_bf16_round(x[k + 1])) : 0.0f;
+            o[k + 1] = bf16_value(ll_bf16_round(x[k]));
+        }
+    }
+}
+
+/* This thread's buffer for rounded rows, kept for the thread's life (a
+ * key's destructor frees it when the thread ends). */
+static pthread_key_t rows_key;
+static pthread_once_t rows_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+    uint32_t *p;
+    size_t cap;
+} rows_buf;
+static void rows_key_init(void) { (void)pthread_key_create(&rows_key, free); }
+
+static uint32_t *rows_buffer(size_t n) {
+    if (n > rows_buf.cap) {
+        pthread_once(&rows_once, rows_key_init);
+        free(rows_buf.p);
+        rows_buf.p = aligned_alloc(64, (n * sizeof(uint32_t) + 63) / 64 * 64);
+        rows_buf.cap = rows_buf.p ? n : 0;
+        pthread_setspecific(rows_key, rows_buf.p);
+    }
+    return rows_buf.p;
+}
+
 /* The product restricted to panels [p0, p1). */
 static void gemm_panels(float *out, const float *inp, const ll_packed *W,
                         const float *bias, int M, size_t p0, size_t p1) {
@@ -203,6 +475,9 @@ typedef struct gemm_job {
     const float *inp, *bias;
     const ll_packed *W;
     int M;
+    const uint32_t *a16; /* bf16: the rounded rows, lda16 words apart
+                            (floats when M > BF16_DOT_ROWS) */
+    long lda16;
 } gemm_job;
 
 /* Part `part` of `parts`: a range of the panels (columns). */
@@ -210,12 +485,30 @@ static void gemm_part(void *ctx, int part, int parts) {
     const gemm_job *j = ctx;
     size_t P = panel_count(j->W->N);
     size_t p0 = P * part / parts, p1 = P * (part + 1) / parts;
-    if (p1 > p0) gemm_panels(j->out, j->inp, j->W, j->bias, j->M, p0, p1);
+    if (p1 <= p0) return;
+    if (j->W->dtype == LL_WEIGHTS_BF16 && j->M > BF16_DOT_ROWS)
+        gemm_panels16_fma(j->out, (const float *)j->a16, j->lda16, j->W, j->bias, j->M, p0, p1);
+    else if (j->W->dtype == LL_WEIGHTS_BF16)
+        gemm_panels16(j->out, j->a16, j->lda16, j->W, j->bias, j->M, p0, p1);
+    else
+        gemm_panels(j->out, j->inp, j->W, j->bias, j->M, p0, p1);
 }
 
-void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
-             int M) {
-    if (M <= 0) return;
-    gemm_job j = {out, inp, bias, W, M};
+int ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
+            int M) {
+    if (M <= 0) return 0;
+    gemm_job j = {out, inp, bias, W, M, NULL, 0};
+    if (W->dtype == LL_WEIGHTS_BF16) {
+        /* rounded once, on this thread; the parts only read them.  Pairs
+         * for VDPBF16PS, or swapped floats for the float32 kernel. */
+        int fma = M > BF16_DOT_ROWS;
+        j.lda16 = (long)pair_count(W->K) * (fma ? 2 : 1);
+        uint32_t *a = rows_buffer((size_t)M * j.lda16);
+        if (!a) return -1;
+        if (fma) round_rows_swapped((float *)a, j.lda16, inp, M, W->K);
+        else round_rows(a, j.lda16, inp, M, W->K);
+        j.a16 = a;
+    }
     ll_parallel(gemm_part, &j, (int)panel_count(W->N));
+    return 0;
 }

@@ -57,6 +57,8 @@ struct ll_model {
     ll_packed text_proj;        /* CLIP [C][P] (from nn.Linear's [P][C], no bias) */
     float *owned;               /* CLIP's q|k|v biases, 3C per block */
     size_t n_params;
+    ll_weight_type dtype;       /* of the packed matrices (dtype.h) */
+    size_t packed_params;       /* parameters in packed matrices */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -89,10 +91,12 @@ static void release_mapped(const float *p, size_t n) {
 
 /* Packs W [K][N] (transposed: Wt [N][K] when t) and releases the mapped
  * original. */
-static int pack(ll_packed *p, const float *W, int K, int N, int t, ll_error *err) {
-    if ((t ? ll_pack_weights_t(p, W, N, K) : ll_pack_weights(p, W, K, N)))
+static int pack(ll_model *m, ll_packed *p, const float *W, int K, int N, int t,
+                ll_error *err) {
+    if ((t ? ll_pack_weights_t(p, W, N, K, m->dtype) : ll_pack_weights(p, W, K, N, m->dtype)))
         return ll_errorf(err, "out of memory packing a %d x %d weight", K, N);
     release_mapped(W, (size_t)K * N);
+    m->packed_params += (size_t)K * N;
     return 0;
 }
 
@@ -121,8 +125,8 @@ static int bind_gpt2(ll_model *m, ll_error *err) {
             !(fc2 = want(m, p, "mlp.c_proj.weight", 2, F, C, err)) ||
             !(b->fc2_b = want(m, p, "mlp.c_proj.bias", 1, C, 0, err)))
             return -1;
-        if (pack(&b->qkv_w, qkv, C, 3 * C, 0, err) || pack(&b->proj_w, proj, C, C, 0, err) ||
-            pack(&b->fc1_w, fc1, C, F, 0, err) || pack(&b->fc2_w, fc2, F, C, 0, err))
+        if (pack(m, &b->qkv_w, qkv, C, 3 * C, 0, err) || pack(m, &b->proj_w, proj, C, C, 0, err) ||
+            pack(m, &b->fc1_w, fc1, C, F, 0, err) || pack(m, &b->fc2_w, fc2, F, C, 0, err))
             return -1;
     }
     if (!(m->lnf_w = want(m, pre, "ln_f.weight", 1, C, 0, err)) ||
@@ -166,15 +170,16 @@ static int bind_clip(ll_model *m, ll_error *err) {
             return -1;
         /* q, k and v ([out, in] each) become the column ranges 0, C and 2C
          * of one packed [C][3C] matrix */
-        if (ll_packed_init(&b->qkv_w, C, 3 * C))
+        if (ll_packed_init(&b->qkv_w, C, 3 * C, m->dtype))
             return ll_errorf(err, "out of memory packing CLIP's attention weights");
         const float *qkv_parts[] = {qw, kw, vw};
         for (int i = 0; i < 3; i++) {
             ll_packed_set_t(&b->qkv_w, i * C, qkv_parts[i], C);
             release_mapped(qkv_parts[i], (size_t)(C * C));
         }
-        if (pack(&b->proj_w, ow, C, C, 1, err) || pack(&b->fc1_w, f1, C, F, 1, err) ||
-            pack(&b->fc2_w, f2, F, C, 1, err))
+        m->packed_params += (size_t)(3 * C * C);
+        if (pack(m, &b->proj_w, ow, C, C, 1, err) || pack(m, &b->fc1_w, f1, C, F, 1, err) ||
+            pack(m, &b->fc2_w, f2, F, C, 1, err))
             return -1;
         float *qkvb = m->owned + (size_t)l * 3 * C;
         memcpy(qkvb, qb, C * sizeof(float));
@@ -185,12 +190,16 @@ static int bind_clip(ll_model *m, ll_error *err) {
     if (!(m->lnf_w = want(m, pre, "final_layer_norm.weight", 1, C, 0, err)) ||
         !(m->lnf_b = want(m, pre, "final_layer_norm.bias", 1, C, 0, err)) ||
         !(proj = want(m, "", "text_projection.weight", 2, c->proj_dim, C, err)) ||
-        pack(&m->text_proj, proj, C, c->proj_dim, 1, err))
+        pack(m, &m->text_proj, proj, C, c->proj_dim, 1, err))
         return -1;
     return 0;
 }
 
 ll_model *ll_model_load(const char *dir, ll_error *err) {
+    return ll_model_load_dtype(dir, LL_WEIGHTS_F32, err);
+}
+
+ll_model *ll_model_load_dtype(const char *dir, ll_weight_type dtype, ll_error *err) {
     ll_model *m = calloc(1, sizeof *m);
     char *cfg_path = path_join(dir, "config.json");
     char *st_path = path_join(dir, "model.safetensors");
@@ -202,6 +211,7 @@ ll_model *ll_model_load(const char *dir, ll_error *err) {
         goto done;
     }
     m->dir = strdup(dir);
+    m->dtype = dtype;
     if (ll_config_load(cfg_path, &m->cfg, err)) goto done;
     if (!(m->st = ll_st_open(st_path, err))) goto done;
     if ((m->cfg.arch == LL_ARCH_GPT2 ? bind_gpt2 : bind_clip)(m, err)) {
@@ -249,10 +259,13 @@ const char *ll_model_id(const ll_model *m) {
 const char *ll_model_dir(const ll_model *m) { return m->dir; }
 size_t ll_model_param_count(const ll_model *m) { return m->n_params; }
 size_t ll_model_weight_bytes(const ll_model *m) {
-    /* the text model's float32 parameters (the packed block matrices replace
-     * the mapped originals, released after packing) */
-    return m->n_params * sizeof(float);
+    /* the text model's parameters: float32, except the packed matrices in
+     * their dtype (they replace the mapped originals, released after
+     * packing) */
+    size_t packed = m->packed_params * (m->dtype == LL_WEIGHTS_BF16 ? 2 : 4);
+    return (m->n_params - m->packed_params) * sizeof(float) + packed;
 }
+ll_weight_type ll_model_dtype(const ll_model *m) { return m->dtype; }
 
 /* ---------------------------------------------------------------- encoding */
 
@@ -331,9 +344,9 @@ static int grow(void **p, size_t bytes) {
 }
 
 /* Grows the buffers to N tokens of width C / MLP width F and to a T x T score
- * matrix per thread the pass may use (pool.h); never shrinks, so a worker's steady state allocates nothing.  Each
- * buffer is checked against its own size in elements, whatever model grew it
- * last. */
+ * matrix per thread the pass may use (pool.h); never shrinks, so a worker's
+ * steady state allocates nothing.  Each buffer is checked against its own
+ * size in elements, whatever model grew it last. */
 static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
                              size_t T) {
     size_t rows = N * C, wide = N * (F > C ? F : C);
@@ -371,23 +384,25 @@ static float *alloc_rows(size_t rows, size_t C) {
     return malloc((rows ? rows : 1) * C * sizeof(float));
 }
 
-/* One pre-LN block on the packed rows: x = x + attn(ln1(x)); x = x + mlp(ln2(x)). */
-static void block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws,
-                          const int *seq_start, int n_seq, int N) {
+/* One pre-LN block on the packed rows: x = x + attn(ln1(x)); x = x + mlp(ln2(x)).
+ * 0, or -1 when a bf16 product cannot get memory for its rounded rows. */
+static int block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws,
+                         const int *seq_start, int n_seq, int N) {
     const ll_config *c = &m->cfg;
     int C = c->width, F = c->ffn;
     layernorm_forward(ws->ln, ws->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
-    matmul_forward(ws->qkv, ws->ln, &b->qkv_w, b->qkv_b, N);
+    if (matmul_forward(ws->qkv, ws->ln, &b->qkv_w, b->qkv_b, N)) return -1;
     attention_batch_forward(ws->att, ws->qkv, ws->scores, ws->slots, seq_start, n_seq,
                             C, c->n_head);
-    matmul_forward(ws->ln, ws->att, &b->proj_w, b->proj_b, N);
+    if (matmul_forward(ws->ln, ws->att, &b->proj_w, b->proj_b, N)) return -1;
     residual_forward(ws->x, ws->ln, (long)N * C);
     layernorm_forward(ws->ln, ws->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
-    matmul_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N);
+    if (matmul_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N)) return -1;
     if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(ws->fc, (long)N * F);
     else quick_gelu_forward(ws->fc, (long)N * F);
-    matmul_forward(ws->ln, ws->fc, &b->fc2_w, b->fc2_b, N);
+    if (matmul_forward(ws->ln, ws->fc, &b->fc2_w, b->fc2_b, N)) return -1;
     residual_forward(ws->x, ws->ln, (long)N * C);
+    return 0;
 }
 
 static int check_batch(const ll_model *m, const ll_seq *seqs, int n_seq,
@@ -479,7 +494,10 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
     position_add_forward(ws->x, ws->pos, m->pos_emb, (int)N, C);
     int last = blocks_needed(c, req);
     for (int l = 0; l <= last && !fail; l++) {
-        if (l > 0) block_forward(m, &m->blocks[l - 1], ws, out->seq_start, n_seq, (int)N);
+        if (l > 0 && block_forward(m, &m->blocks[l - 1], ws, out->seq_start, n_seq, (int)N)) {
+            fail = 1;
+            break;
+        }
         if (!(req->layers >> l & 1)) continue;
         if (is_gpt2 && l == c->n_layer) {
             /* GPT-2's hidden_states[L] is ln_f of the last block's output */
@@ -504,12 +522,13 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
             layernorm_forward(pooled, ws->x + (long)r * C, m->lnf_w, m->lnf_b, 1, C,
                               c->ln_eps);
             /* projected[P] = pooled[C] @ text_projection^T */
-            ll_gemm(out->projected + (long)s * c->proj_dim, pooled, &m->text_proj, NULL, 1);
+            if (ll_gemm(out->projected + (long)s * c->proj_dim, pooled, &m->text_proj, NULL, 1))
+                fail = 1;
         }
     }
     if (fail) {
         ll_states_free(out);
-        return ll_errorf(err, "out of memory for the outputs of %ld tokens", N);
+        return ll_errorf(err, "out of memory for a pass over %ld tokens", N);
     }
     return 0;
 }

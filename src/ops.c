@@ -105,9 +105,9 @@ static void layernorm_rows(float *out, const float *inp, const float *w,
     }
 }
 
-void matmul_forward(float *out, const float *inp, const ll_packed *W,
-                    const float *bias, int N) {
-    ll_gemm(out, inp, W, bias, N);
+int matmul_forward(float *out, const float *inp, const ll_packed *W,
+                   const float *bias, int N) {
+    return ll_gemm(out, inp, W, bias, N);
 }
 
 /* Row-wise softmax of the causal part (columns 0..i) of an [T][T] score

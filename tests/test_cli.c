@@ -132,6 +132,43 @@ static void test_embed_pooling(void **state) {
     json_decref(cases);
 }
 
+/* --dtype bf16: every layer of a CLIP case within 5e-2 of the reference
+ * states; layer 0 (no product with weights) as exact as with f32, the
+ * others visibly rounded. */
+static void test_embed_dtype(void **state) {
+    json_t *cases = tu_load_json("fixtures/reference/clip-tiny.json");
+    json_t *c = json_array_get(cases, 50);
+    const char *text = json_string_value(json_object_get(c, "text"));
+    assert_null(strchr(text, '\''));
+    char args[4096], *out;
+    snprintf(args, sizeof args, "embed --model %s --dtype bf16 --layers all -- '%s'",
+             tu_path("fixtures/models/clip-tiny"), text);
+    assert_int_equal(run_cli(args, &out, 0), 0);
+    json_t *j = parse(out);
+    json_t *layers = json_object_get(json_array_get(json_object_get(j, "inputs"), 0), "layers");
+    json_t *want = json_object_get(c, "layers");
+    assert_int_equal(json_array_size(layers), json_array_size(want));
+    double worst = 0;
+    for (size_t l = 0; l < json_array_size(want); l++) {
+        json_t *rows = json_object_get(json_array_get(layers, l), "tokens");
+        size_t T = json_array_size(rows), C = json_array_size(json_array_get(rows, 0));
+        float *got = malloc(T * C * sizeof(float));
+        for (size_t t = 0; t < T; t++)
+            for (size_t k = 0; k < C; k++)
+                got[t * C + k] = (float)json_number_value(json_array_get(json_array_get(rows, t), k));
+        double d = tu_max_abs_diff(got, json_array_get(want, l), T * C);
+        free(got);
+        if (l == 0) assert_true(d <= 1e-4);
+        else if (!(d <= worst)) worst = d;
+    }
+    fprintf(stderr, "clip-tiny, embed --dtype bf16: layers 1-%zu within %.3g of the reference\n",
+            json_array_size(want) - 1, worst);
+    assert_true(worst > 1e-4 && worst <= 5e-2);
+    json_decref(j);
+    json_decref(cases);
+    free(out);
+}
+
 static void test_tokenize(void **state) {
     char args[4096], *out;
     snprintf(args, sizeof args, "tokenize --model %s --bos --eos -- 'Hello world' '-dash'",
@@ -173,6 +210,16 @@ static void test_errors(void **state) {
     assert_non_null(strstr(out, "max"));
     free(out);
     assert_int_equal(run_cli("frobnicate", &out, 1), 2);
+    free(out);
+    /* an unknown weight type, for embed and the evaluation commands alike */
+    assert_int_equal(run_cli("embed --model x --dtype f16 -- hi", &out, 1), 2);
+    assert_non_null(strstr(out, "--dtype: unknown weight type 'f16' (expected f32 or bf16)"));
+    free(out);
+    assert_int_equal(run_cli("eval --gpt2 x --task rg65 --dtype f16", &out, 1), 2);
+    assert_non_null(strstr(out, "--dtype: unknown weight type 'f16'"));
+    free(out);
+    assert_int_equal(run_cli("reproduce --gpt2 x --clip x --data x --out x --dtype f16", &out, 1), 2);
+    assert_non_null(strstr(out, "--dtype"));
     free(out);
     /* too long with --no-truncate */
     snprintf(args, sizeof args, "tokenize --model %s --no-truncate -- \"$(yes word | head -100 | tr '\\n' ' ')\"",
@@ -265,6 +312,7 @@ int main(void) {
         cmocka_unit_test(test_embed_gpt2),
         cmocka_unit_test(test_embed_clip),
         cmocka_unit_test(test_embed_pooling),
+        cmocka_unit_test(test_embed_dtype),
         cmocka_unit_test(test_tokenize),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_bad_model_dirs),

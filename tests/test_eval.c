@@ -398,6 +398,10 @@ static void test_cache_answers_repeat(void **state) {
     assert_int_equal(json_integer_value(json_object_get(json_object_get(b, "timing"),
                                                         "texts_embedded")), 0);
     assert_true(json_equal(json_object_get(a, "results"), json_object_get(b, "results")));
+    /* the weight format the scores were computed with is recorded */
+    json_t *gm = json_object_get(json_object_get(a, "models"), "gpt2");
+    assert_string_equal(json_string_value(json_object_get(gm, "dtype")), "f32");
+    assert_int_equal(json_integer_value(json_object_get(gm, "n_layer")), 4);
     /* a subset of the layers is answered from the same entries */
     json_decref(run_env(&env, "{\"tasks\": [\"rg65\"], \"layers\": [2]}"));
     assert_int_equal(ll_eval_local_forwards(local), passes);

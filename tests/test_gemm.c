@@ -8,22 +8,13 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "layerlens/gemm.h"
 #include "layerlens/pool.h"
-
-static float *rnd(size_t n, unsigned *seed, float scale) {
-    float *p = malloc(n * sizeof *p);
-    assert_non_null(p);
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        p[i] = scale * ((float)(*seed >> 8) / 16777216.0f - 0.5f);
-    }
-    return p;
-}
 
 /* Checks out [M][N] against inp @ W + bias in double: the error of a float32
  * sum of K products is within K * 2^-24 * sum |a_k b_k| (plus the bias's
@@ -59,10 +50,12 @@ static void test_against_reference(void **state) {
     unsigned seed = 7;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
-        float *inp = rnd((size_t)M * K, &seed, 2.0f), *W = rnd((size_t)K * N, &seed, 0.2f);
-        float *bias = rnd((size_t)N, &seed, 1.0f), *out = rnd((size_t)M * N, &seed, 9.0f);
+        float *inp = tu_rand_floats((size_t)M * K, &seed, 2.0f);
+        float *W = tu_rand_floats((size_t)K * N, &seed, 0.2f);
+        float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
+        float *out = tu_rand_floats((size_t)M * N, &seed, 9.0f);
         ll_packed p;
-        assert_int_equal(ll_pack_weights(&p, W, K, N), 0);
+        assert_int_equal(ll_pack_weights(&p, W, K, N, LL_WEIGHTS_F32), 0);
         assert_true(ll_packed_bytes(&p) >= (size_t)K * N * sizeof(float));
         ll_gemm(out, inp, &p, bias, M);
         check_product(out, inp, W, bias, M, K, N);
@@ -74,37 +67,44 @@ static void test_against_reference(void **state) {
 }
 
 /* Row r of an M-row product equals the product of row r alone, bit for bit,
- * for every M; and two threads give the very same bits as one. */
-static void test_rows_and_threads_invariant(void **state) {
-    (void)state;
-    const int K = 600, N = 3 * 96 + 5, M = 200;
+ * for every M; and two or three threads give the very same bits as one.
+ * bf16: rows on both sides of BF16_DOT_ROWS (16) take different kernels,
+ * which must agree too. */
+static void rows_and_threads_invariant(ll_weight_type dtype, int K, int N, int M) {
     unsigned seed = 11;
-    float *inp = rnd((size_t)M * K, &seed, 2.0f), *W = rnd((size_t)K * N, &seed, 0.1f);
-    float *bias = rnd((size_t)N, &seed, 1.0f);
+    float *inp = tu_rand_floats((size_t)M * K, &seed, 2.0f);
+    float *W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
+    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
     float *all = malloc(sizeof(float) * M * N), *part = malloc(sizeof(float) * M * N);
     ll_packed p;
-    assert_int_equal(ll_pack_weights(&p, W, K, N), 0);
+    assert_int_equal(ll_pack_weights(&p, W, K, N, dtype), 0);
     ll_pool_set_threads(1);
-    ll_gemm(all, inp, &p, bias, M);
+    assert_int_equal(ll_gemm(all, inp, &p, bias, M), 0);
     const int firsts[] = {0, 5, 63, 127, 130, 199};
-    const int counts[] = {1, 2, 3, 8, 9, 31, 70};
+    const int counts[] = {1, 2, 3, 8, 9, 16, 17, 31, 70};
     for (size_t i = 0; i < sizeof firsts / sizeof firsts[0]; i++)
         for (size_t j = 0; j < sizeof counts / sizeof counts[0]; j++) {
             int r0 = firsts[i], n = counts[j];
+            if (r0 >= M) continue;
             if (r0 + n > M) n = M - r0;
-            ll_gemm(part, inp + (long)r0 * K, &p, bias, n);
+            assert_int_equal(ll_gemm(part, inp + (long)r0 * K, &p, bias, n), 0);
             assert_memory_equal(part, all + (long)r0 * N, sizeof(float) * n * N);
         }
     for (int t = 2; t <= 3; t++) {
         ll_pool_set_threads(t);
         assert_int_equal(ll_pool_threads(), t);
         memset(part, 0, sizeof(float) * M * N);
-        ll_gemm(part, inp, &p, bias, M);
+        assert_int_equal(ll_gemm(part, inp, &p, bias, M), 0);
         assert_memory_equal(part, all, sizeof(float) * M * N);
     }
     ll_pool_set_threads(1);
     ll_packed_free(&p);
     free(inp), free(W), free(bias), free(all), free(part);
+}
+
+static void test_rows_and_threads_invariant(void **state) {
+    (void)state;
+    rows_and_threads_invariant(LL_WEIGHTS_F32, 600, 3 * 96 + 5, 200);
 }
 
 /* The [out, in] layout (nn.Linear) and columns joined from several matrices
@@ -113,13 +113,13 @@ static void test_transposed_and_joined(void **state) {
     (void)state;
     const int K = 70, N = 3 * 40;
     unsigned seed = 3;
-    float *W = rnd((size_t)K * N, &seed, 1.0f), *Wt = malloc(sizeof(float) * K * N);
+    float *W = tu_rand_floats((size_t)K * N, &seed, 1.0f), *Wt = malloc(sizeof(float) * K * N);
     for (int k = 0; k < K; k++)
         for (int n = 0; n < N; n++) Wt[(long)n * K + k] = W[(long)k * N + n];
     ll_packed a, b, c;
-    assert_int_equal(ll_pack_weights(&a, W, K, N), 0);
-    assert_int_equal(ll_pack_weights_t(&b, Wt, N, K), 0);
-    assert_int_equal(ll_packed_init(&c, K, N), 0);
+    assert_int_equal(ll_pack_weights(&a, W, K, N, LL_WEIGHTS_F32), 0);
+    assert_int_equal(ll_pack_weights_t(&b, Wt, N, K, LL_WEIGHTS_F32), 0);
+    assert_int_equal(ll_packed_init(&c, K, N, LL_WEIGHTS_F32), 0);
     for (int part = 2; part >= 0; part--) /* any order */
         ll_packed_set_t(&c, part * 40, Wt + (long)part * 40 * K, 40);
     assert_int_equal(ll_packed_bytes(&a), ll_packed_bytes(&b));
@@ -156,10 +156,11 @@ static void test_concurrent_callers(void **state) {
     (void)state;
     const int K = 256, N = 320, M = 24;
     unsigned seed = 5;
-    float *inp = rnd((size_t)M * K, &seed, 1.0f), *W = rnd((size_t)K * N, &seed, 0.1f);
-    float *bias = rnd((size_t)N, &seed, 1.0f), *want = malloc(sizeof(float) * M * N);
+    float *inp = tu_rand_floats((size_t)M * K, &seed, 1.0f);
+    float *W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
+    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f), *want = malloc(sizeof(float) * M * N);
     ll_packed p;
-    assert_int_equal(ll_pack_weights(&p, W, K, N), 0);
+    assert_int_equal(ll_pack_weights(&p, W, K, N, LL_WEIGHTS_F32), 0);
     ll_pool_set_threads(1);
     ll_gemm(want, inp, &p, bias, M);
     pthread_t th[4];
@@ -176,12 +177,96 @@ static void test_concurrent_callers(void **state) {
     free(inp), free(W), free(bias), free(want);
 }
 
+/* ------------------------------------------------------------- bf16 */
+
+static float bf16_f(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* Rounding to nearest even, ties, NaN, subnormals, overflow. */
+static void test_bf16_round(void **state) {
+    (void)state;
+    assert_int_equal(ll_bf16_round(1.0f), 0x3f80);
+    assert_int_equal(ll_bf16_round(-2.0f), 0xc000);
+    assert_int_equal(ll_bf16_round(1.0f + 0x1p-8f), 0x3f80);              /* tie: to even */
+    assert_int_equal(ll_bf16_round(1.0f + 0x1p-7f + 0x1p-8f), 0x3f82);    /* tie: to even */
+    assert_int_equal(ll_bf16_round(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);   /* above the tie */
+    assert_int_equal(ll_bf16_round(0x1p-130f), 0x0000);                   /* subnormal */
+    assert_int_equal(ll_bf16_round(-0x1p-130f), 0x8000);
+    assert_int_equal(ll_bf16_round(3.4e38f), 0x7f80);                     /* -> inf */
+    assert_true(isnan(bf16_f(ll_bf16_round(NAN))));
+    assert_true(isinf(bf16_f(ll_bf16_round(INFINITY))));
+}
+
+/* The bf16 product equals, bit for bit, a plain loop that does what
+ * VDPBF16PS specifies: per k-pair, acc += a[2j+1] w[2j+1], then
+ * acc += a[2j] w[2j], on values rounded to bfloat16; then + bias. */
+static void check_bf16(const float *out, const float *inp, const float *W, const float *bias,
+                       int M, int K, int N) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k += 2) {
+                if (k + 1 < K)
+                    acc += bf16_f(ll_bf16_round(inp[(long)m * K + k + 1])) *
+                           bf16_f(ll_bf16_round(W[(long)(k + 1) * N + n]));
+                acc += bf16_f(ll_bf16_round(inp[(long)m * K + k])) *
+                       bf16_f(ll_bf16_round(W[(long)k * N + n]));
+            }
+            if (bias) acc += bias[n];
+            if (out[(long)m * N + n] != acc)
+                fail_msg("bf16 M=%d K=%d N=%d: out[%d][%d] = %.9g, expected %.9g", M, K, N, m, n,
+                         out[(long)m * N + n], acc);
+        }
+}
+
+static void test_bf16_product(void **state) {
+    (void)state;
+    /* odd K (a zero-padded last pair), partial panels, k chunks (M > 128) */
+    const int shapes[][3] = {{1, 1, 1}, {1, 64, 32}, {3, 65, 96}, {7, 100, 33},
+                             {9, 513, 17}, {64, 768, 64}, {130, 520, 70}, {200, 301, 40}};
+    unsigned seed = 21;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+        float *inp = tu_rand_floats((size_t)M * K, &seed, 2.0f);
+        float *W = tu_rand_floats((size_t)K * N, &seed, 0.2f);
+        float *Wt = malloc(sizeof(float) * K * N);
+        for (int k = 0; k < K; k++)
+            for (int n = 0; n < N; n++) Wt[(long)n * K + k] = W[(long)k * N + n];
+        float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
+        float *out = tu_rand_floats((size_t)M * N, &seed, 9.0f);
+        ll_packed p, q, f;
+        assert_int_equal(ll_pack_weights(&p, W, K, N, LL_WEIGHTS_BF16), 0);
+        assert_int_equal(ll_pack_weights_t(&q, Wt, N, K, LL_WEIGHTS_BF16), 0);
+        assert_int_equal(ll_pack_weights(&f, W, K, N, LL_WEIGHTS_F32), 0);
+        /* half the bytes of float32 (up to K's padding to a pair) */
+        assert_int_equal(ll_packed_bytes(&p) * 2 * K, ll_packed_bytes(&f) * (K + (K & 1)));
+        assert_int_equal(ll_gemm(out, inp, &p, bias, M), 0);
+        check_bf16(out, inp, W, bias, M, K, N);
+        assert_int_equal(ll_gemm(out, inp, &q, NULL, M), 0);
+        check_bf16(out, inp, W, NULL, M, K, N);
+        ll_packed_free(&p), ll_packed_free(&q), ll_packed_free(&f);
+        free(inp), free(W), free(Wt), free(bias), free(out);
+    }
+}
+
+static void test_bf16_invariant(void **state) {
+    (void)state;
+    rows_and_threads_invariant(LL_WEIGHTS_BF16, 301, 2 * 96 + 7, 170);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_reference),
         cmocka_unit_test(test_rows_and_threads_invariant),
         cmocka_unit_test(test_transposed_and_joined),
         cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_bf16_round),
+        cmocka_unit_test(test_bf16_product),
+        cmocka_unit_test(test_bf16_invariant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,16 +16,6 @@
 #include "layerlens/ops.h"
 #include "layerlens/pool.h"
 
-static float *rnd(size_t n, unsigned *seed, float scale) {
-    float *p = malloc(n * sizeof *p);
-    assert_non_null(p);
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;
-        p[i] = scale * ((float)(*seed >> 8) / 16777216.0f - 0.5f);
-    }
-    return p;
-}
-
 static float *copy(const float *x, size_t n) {
     float *p = malloc(n * sizeof *p);
     assert_non_null(p);
@@ -109,8 +99,9 @@ static void test_elementwise_steps(void **state) {
      * element-wise steps */
     const int rows = 203;
     const long n = (long)rows * C, nf = (long)rows * F - 5;
-    float *x = rnd((size_t)nf, &seed, 6.0f), *y = rnd((size_t)nf, &seed, 1.0f);
-    float *w = rnd(C, &seed, 2.0f), *b = rnd(C, &seed, 1.0f);
+    float *x = tu_rand_floats((size_t)nf, &seed, 6.0f);
+    float *y = tu_rand_floats((size_t)nf, &seed, 1.0f);
+    float *w = tu_rand_floats(C, &seed, 2.0f), *b = tu_rand_floats(C, &seed, 1.0f);
     for (long i = 0; i < n; i += C) x[i] += 50.0f; /* rows with an offset */
     g_w = w, g_b = b;
 
@@ -187,7 +178,7 @@ static void test_attention_batch(void **state) {
     }
     int N = seq_start[n_seq];
     unsigned seed = 3;
-    float *qkv = rnd((size_t)N * 3 * C, &seed, 4.0f);
+    float *qkv = tu_rand_floats((size_t)N * 3 * C, &seed, 4.0f);
     float *scratch = malloc(sizeof(float) * 3 * t_max * t_max);
     float *one = malloc(sizeof(float) * N * C), *got = malloc(sizeof(float) * N * C);
     /* one sequence at a time, the single-sequence operation */

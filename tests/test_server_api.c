@@ -5,6 +5,8 @@
  * documented error status provoked. */
 #include "server_harness.h"
 
+#include "layerlens/dtype.h"
+
 static th_server SRV;
 static json_t *REF_GPT2, *REF_CLIP;
 
@@ -107,6 +109,8 @@ static void test_models(void **state) {
         assert_true(is_gpt2 || !strcmp(id, "clip"));
         assert_true(json_is_true(json_object_get(m, "ready")));
         assert_true(json_is_false(json_object_get(m, "demo")));
+        /* no --dtype: the float32 reference */
+        assert_string_equal(json_string_value(json_object_get(m, "dtype")), "f32");
         json_int_t layers = json_integer_value(json_object_get(m, "layers"));
         json_int_t width = json_integer_value(json_object_get(m, "width"));
         json_int_t heads = json_integer_value(json_object_get(m, "heads"));
@@ -516,6 +520,84 @@ static void test_batching_invariance(void **state) {
     json_decref(texts);
 }
 
+/* ---------------------------------------------------------------- --dtype bf16 */
+
+/* A second server, with bf16 weights; stopped in the teardown even when the
+ * test failed. */
+static th_server BF16;
+
+static int stop_bf16(void **state) {
+    if (BF16.pid > 0) th_stop(&BF16, SIGKILL, 10);
+    return 0;
+}
+
+/* The same requests on the f32 server and on one started with --dtype bf16:
+ * /v1/models says bf16, layer 0 (embeddings, no product with weights) is
+ * identical, and the later layers differ by bf16's rounding only: at most
+ * 5e-2, where the states of two tokens of one text lie at least ten times
+ * further apart. */
+static void test_dtype_bf16(void **state) {
+    tu_shared();
+    const char *args[] = {"--gpt2", tu_path("fixtures/models/gpt2-tiny"),
+                          "--clip", tu_path("fixtures/models/clip-tiny"),
+                          "--workers", "2", "--dtype", "bf16", NULL};
+    th_start(&BF16, args, 1);
+    int status;
+    json_t *j = th_get(BF16.port, "/v1/models", &status);
+    assert_int_equal(status, 200);
+    json_t *data = json_object_get(j, "data");
+    assert_int_equal(json_array_size(data), 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(data, i), "dtype")),
+                            "bf16");
+    json_decref(j);
+    assert_true(th_log_has(&BF16, "of bf16 weights"));
+    /* warned about only where the portable code would compute it (the
+     * server is this build's binary) */
+    assert_int_equal(th_log_has(&BF16, "many times slower"), !ll_bf16_native());
+
+    json_t *texts = json_array();
+    for (size_t i = 44; i < json_array_size(REF_CLIP) && json_array_size(texts) < 8; i++)
+        json_array_append(texts, json_object_get(json_array_get(REF_CLIP, i), "text"));
+    const char *models[] = {"gpt2", "clip"};
+    for (int mi = 0; mi < 2; mi++) {
+        json_t *req = json_pack("{s:s, s:O, s:s, s:s}", "model", models[mi], "input", texts,
+                                "layers", "all", "pooling", "none");
+        json_t *f32 = post_ok("/v1/embeddings", json_incref(req));
+        json_t *bf16 = th_post(BF16.port, "/v1/embeddings", req, &status);
+        assert_int_equal(status, 200);
+        double layer0 = 0, worst = 0, between = 0;
+        for (size_t k = 0; k < json_array_size(texts); k++) {
+            json_t *a = json_object_get(json_array_get(json_object_get(f32, "data"), k), "layers");
+            json_t *b = json_object_get(json_array_get(json_object_get(bf16, "data"), k), "layers");
+            assert_int_equal(json_array_size(a), 5);
+            assert_int_equal(json_array_size(b), 5);
+            for (size_t L = 0; L < 5; L++) {
+                json_t *ta = json_object_get(json_array_get(a, L), "tokens");
+                json_t *tb = json_object_get(json_array_get(b, L), "tokens");
+                double d = th_max_diff_json(ta, tb);
+                if (L == 0) layer0 = d > layer0 ? d : layer0;
+                else if (!(d <= worst)) worst = d;
+                /* how far apart the states of a text's first and last
+                 * tokens lie, the scale the tolerance is measured against */
+                double apart = th_max_diff_json(json_array_get(ta, 0),
+                                                json_array_get(ta, json_array_size(ta) - 1));
+                if (L > 0 && apart > between) between = apart;
+            }
+        }
+        fprintf(stderr, "%s: bf16 vs f32, layers 1-4: max |diff| = %.3g (layer 0: %.3g; first "
+                "vs last token: up to %.3g)\n", models[mi], worst, layer0, between);
+        assert_true(layer0 <= 1e-6);
+        assert_true(worst > 1e-5);  /* the products did run in bf16 */
+        assert_true(worst <= 5e-2);
+        assert_true(between >= 10 * 5e-2);
+        json_decref(f32);
+        json_decref(bf16);
+    }
+    json_decref(texts);
+    th_stop_clean(&BF16);
+}
+
 /* ---------------------------------------------------------------- similarity */
 
 static json_t *ref_last_row(json_t *c, int layer) {
@@ -835,6 +917,7 @@ int main(void) {
         cmocka_unit_test(test_embeddings_default),
         cmocka_unit_test(test_embeddings_pooling),
         cmocka_unit_test(test_batching_invariance),
+        cmocka_unit_test_teardown(test_dtype_bf16, stop_bf16),
         cmocka_unit_test(test_similarity),
         cmocka_unit_test(test_self_similarity),
         cmocka_unit_test(test_errors),

@@ -542,6 +542,8 @@ static void test_startup_and_options(void **state) {
     assert_non_null(strstr(out, "LAYERLENS_PORT"));
     assert_non_null(strstr(out, "default 8080"));
     assert_non_null(strstr(out, "default 127.0.0.1"));
+    assert_non_null(strstr(out, "--dtype f32|bf16"));
+    assert_non_null(strstr(out, "LAYERLENS_DTYPE, default f32"));
     free(out);
 
     const char *missing[] = {"--gpt2", "/nonexistent/gpt2", "--port", "0", NULL};
@@ -564,6 +566,23 @@ static void test_startup_and_options(void **state) {
         if (!(WIFEXITED(st) && WEXITSTATUS(st) == 2)) fail_msg("case %zu: status %d: %s", i, st, out);
         free(out);
     }
+
+    /* an unknown weight type: refused before anything starts, naming the
+     * option (or its variable) and what it accepts */
+    const char *bad_dtype[] = {"--gpt2", tu_path("fixtures/models/gpt2-tiny"), "--port", "0",
+                               "--dtype", "x", NULL};
+    st = run_serve(bad_dtype, &out);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 2)) fail_msg("status %d: %s", st, out);
+    assert_non_null(strstr(out, "--dtype: unknown weight type 'x' (expected f32 or bf16)"));
+    assert_null(strstr(out, "listening"));
+    free(out);
+    const char *env_dtype[] = {"--gpt2", tu_path("fixtures/models/gpt2-tiny"), "--port", "0", NULL};
+    setenv("LAYERLENS_DTYPE", "half", 1);
+    st = run_serve(env_dtype, &out);
+    unsetenv("LAYERLENS_DTYPE");
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 2)) fail_msg("status %d: %s", st, out);
+    assert_non_null(strstr(out, "LAYERLENS_DTYPE: unknown weight type 'half'"));
+    free(out);
 
     /* options from the environment (a flag would win over them) */
     setenv("LAYERLENS_MAX_INPUTS", "2", 1);

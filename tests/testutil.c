@@ -86,6 +86,16 @@ static int flatten(const json_t *j, double *out, size_t n, size_t *k) {
     return 0;
 }
 
+float *tu_rand_floats(size_t n, unsigned *seed, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;
+        p[i] = scale * ((float)(*seed >> 8) / 16777216.0f - 0.5f);
+    }
+    return p;
+}
+
 double tu_max_abs_diff(const float *got, const json_t *want, size_t n) {
     double *w = malloc((n ? n : 1) * sizeof *w);
     size_t k = 0;

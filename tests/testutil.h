@@ -28,6 +28,10 @@ char *tu_read_file(const char *path, size_t *len);
  * numbers of the same length (nested [T][C] lists are flattened row-major).
  * Returns +inf on a shape mismatch. */
 double tu_max_abs_diff(const float *got, const json_t *want, size_t n);
+/* n pseudo-random floats in [-scale/2, scale/2) from *seed (a linear
+ * congruential generator: the same seed gives the same numbers everywhere);
+ * malloc'd, the test fails when out of memory. */
+float *tu_rand_floats(size_t n, unsigned *seed, float scale);
 /* Runs a shell command, captures its stdout (and stderr when merge is set)
  * into *out (malloc'd, NUL-terminated) and returns its exit status (-1 when
  * it did not exit normally). */

@@ -18,23 +18,33 @@
 #define LAYERLENS_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "layerlens/dtype.h"
 
 #define LL_GEMM_NR 32
 
+/* dtype LL_WEIGHTS_F32: panels holds ceil(N / NR) * K * NR floats.
+ * dtype LL_WEIGHTS_BF16: panels16 holds ceil(N / NR) * ceil(K / 2) * NR * 2
+ * bfloat16 values: in panel p, the k-pair j (rows 2j and 2j+1, the second
+ * zero when K is odd) is NR pairs, one per column: W[2j][n], W[2j+1][n] -
+ * the operand order of VDPBF16PS.  Either is 64-byte aligned. */
 typedef struct ll_packed {
     int K, N;
-    float *panels; /* ceil(N / NR) * K * NR floats, 64-byte aligned */
+    ll_weight_type dtype;
+    float *panels;
+    uint16_t *panels16;
 } ll_packed;
 
 /* Packs W [K][N] (row-major, the [in, out] layout).  0 or -1 (out of memory). */
-int ll_pack_weights(ll_packed *p, const float *W, int K, int N);
+int ll_pack_weights(ll_packed *p, const float *W, int K, int N, ll_weight_type dtype);
 
 /* Packs the transpose of Wt [N][K] (nn.Linear's [out, in] layout). */
-int ll_pack_weights_t(ll_packed *p, const float *Wt, int N, int K);
+int ll_pack_weights_t(ll_packed *p, const float *Wt, int N, int K, ll_weight_type dtype);
 
 /* An all-zero packed [K][N] matrix, and the columns [col0, col0 + n) of it
  * set from Wt [n][K] (for matrices joined from several checkpoint tensors). */
-int ll_packed_init(ll_packed *p, int K, int N);
+int ll_packed_init(ll_packed *p, int K, int N, ll_weight_type dtype);
 void ll_packed_set_t(ll_packed *p, int col0, const float *Wt, int n);
 
 void ll_packed_free(ll_packed *p);
@@ -42,8 +52,14 @@ size_t ll_packed_bytes(const ll_packed *p);
 
 /* out[M][N] = inp[M][K] @ W + bias[N]  (bias may be NULL; rows contiguous).
  * Runs on the calling thread and the helpers pool.h gives it, each taking a
- * range of the panels. */
-void ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
-             int M);
+ * range of the panels.  With bf16 weights the rows of inp are rounded to
+ * bfloat16 first, into a buffer of the calling thread (kept for its life):
+ * -1 when that cannot be allocated, else 0. */
+int ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
+            int M);
+
+/* float32 -> bfloat16, rounded to nearest even (as VCVTNE2PS2BF16: NaN
+ * stays NaN). */
+uint16_t ll_bf16_round(float x);
 
 #endif

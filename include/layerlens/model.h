@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "layerlens/config.h"
+#include "layerlens/dtype.h"
 #include "layerlens/error.h"
 #include "layerlens/tokenizer.h"
 
@@ -29,8 +30,11 @@
 
 typedef struct ll_model ll_model;
 
-ll_model *ll_model_load(const char *dir, ll_error *err);
+ll_model *ll_model_load(const char *dir, ll_error *err); /* float32 weights */
+/* The products with weights in the given format (dtype.h). */
+ll_model *ll_model_load_dtype(const char *dir, ll_weight_type dtype, ll_error *err);
 void ll_model_free(ll_model *m);
+ll_weight_type ll_model_dtype(const ll_model *m);
 
 const ll_config *ll_model_config(const ll_model *m);
 const ll_tokenizer *ll_model_tokenizer(const ll_model *m);

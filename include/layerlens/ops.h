@@ -24,9 +24,10 @@ void layernorm_forward(float *out, const float *inp, const float *w,
 /* out[N][OUT] = inp[N][IN] @ W[IN][OUT] + bias[OUT]   (bias may be NULL).
  * W is packed at load (gemm.h; IN = W->K, OUT = W->N).  Each output row
  * depends on its own input row only, computed in the same order whatever N
- * is, so a token's states never depend on the batch it is packed into. */
-void matmul_forward(float *out, const float *inp, const ll_packed *W,
-                    const float *bias, int N);
+ * is, so a token's states never depend on the batch it is packed into.
+ * 0, or -1 (out of memory: bf16 weights, see ll_gemm). */
+int matmul_forward(float *out, const float *inp, const ll_packed *W,
+                   const float *bias, int N);
 
 /* Causal multi-head self-attention of ONE sequence.
  * qkv: [T][3C] (q | k | v, head h = features [h*C/NH, (h+1)*C/NH) of each);

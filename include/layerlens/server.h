@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "layerlens/dtype.h"
 #include "layerlens/error.h"
 #include "layerlens/log.h"
 
@@ -64,6 +65,7 @@ typedef struct ll_server_opts {
     int max_connections_per_ip; /* open connections from one address; 0: any */
     int idle_timeout_s;       /* a connection silent this long is closed */
     int eval_cache_mb;        /* evaluation embedding cache budget, MiB */
+    ll_weight_type dtype;     /* the weights of both models' products (dtype.h) */
     ll_log_format log_format;
     ll_log_level log_level;   /* request lines are info */
 } ll_server_opts;
