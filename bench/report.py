@@ -268,7 +268,7 @@ def main():
     logp = os.path.join(os.path.dirname(res), "server.log")
     if os.path.exists(logp):
         log = open(logp).read()
-    wmib = sum(float(x) for x in re.findall(r"([0-9.]+) MiB of weights", log)[:2])
+    wmib = sum(float(x) for x in re.findall(r"([0-9.]+) MiB of (?:[a-z0-9]+ )?weights", log)[:2])
     rss0, rss1, ready = load(res, "rss-loaded-kb.txt"), load(res, "rss-after-kb.txt"), load(res, "ready-ms.txt")
     limit = 1.1 * wmib + 100 if wmib else None
     p("| measure | value | target |")
