@@ -5,7 +5,8 @@
  * wakes one, which either takes a batch or goes back to sleep until the
  * oldest item's wait is over.  A worker that took a batch and leaves items
  * behind wakes another, so several batches of one lane run in parallel when
- * there is enough work. */
+ * there is a full batch's work (or always, with lane_parallel); batches of
+ * different lanes (models) run in parallel whenever both have work. */
 #include "layerlens/batcher.h"
 
 #include <errno.h>
@@ -21,6 +22,7 @@ typedef struct lane {
     ll_batch_item *head, *tail; /* FIFO */
     long tokens;                /* sum of n_tok over the queue */
     int background;             /* served only when the other lanes are empty */
+    int running;                /* workers running a batch of this lane */
 } lane;
 
 struct ll_batcher {
@@ -150,6 +152,10 @@ static int due_lane(ll_batcher *b, int64_t now, int64_t *wake) {
     for (int i = 0; i < b->n_lanes; i++) {
         lane *l = &b->lanes[i];
         if (!l->head || (l->background && foreground)) continue;
+        /* the running batch's worker takes these next (batcher.h) */
+        if (l->running > 0 && !b->opts.lane_parallel && !b->stopping &&
+            l->tokens < b->opts.max_batch_tokens)
+            continue;
         int64_t due_at = l->head->enqueued_us + b->opts.max_wait_us;
         int due = b->stopping || l->tokens >= b->opts.max_batch_tokens ||
                   now >= due_at || (b->running == 0 && !b->opts.wait_when_idle);
@@ -224,14 +230,14 @@ static void *worker_main(void *p) {
         lane *l = &b->lanes[li];
         int n = 0, nd = 0;
         take_batch(b, l, batch, &n, dropped, &nd);
-        if (n > 0) b->running++;
+        if (n > 0) b->running++, l->running++;
         if (any_queued(b)) pthread_cond_signal(&b->cv); /* more work: wake a peer */
         pthread_mutex_unlock(&b->mu);
         for (int i = 0; i < nd; i++)
             if (l->drop) l->drop(l->ctx, dropped[i]);
         if (n > 0) l->run(l->ctx, state, batch, n);
         pthread_mutex_lock(&b->mu);
-        if (n > 0) b->running--;
+        if (n > 0) b->running--, l->running--;
     }
     /* Let the other workers see the end condition too. */
     pthread_cond_broadcast(&b->cv);

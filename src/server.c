@@ -57,6 +57,9 @@ static const opt_def OPTS[] = {
      "longest a queued sequence waits for others to share its batch"},
     {"--batch-idle-wait", "LAYERLENS_BATCH_IDLE_WAIT", NULL, OPT_FLAG, OFF(batch_idle_wait), 0, 1,
      "wait --max-batch-wait-us even when no batch is running (default: start at once)"},
+    {"--parallel-batches", "LAYERLENS_PARALLEL_BATCHES", NULL, OPT_FLAG, OFF(parallel_batches), 0, 1,
+     "run several batches of one model at once before a full batch is queued "
+     "(default: the running batch's worker takes them next, on every core)"},
     {"--max-queue", "LAYERLENS_MAX_QUEUE", "N", OPT_INT, OFF(max_queue), 1, 1 << 24,
      "sequences waiting at most; beyond, requests get 503 + Retry-After"},
     {"--max-inputs", "LAYERLENS_MAX_INPUTS", "N", OPT_INT, OFF(max_inputs), 1, 1 << 24,
@@ -344,7 +347,7 @@ static int start_batcher(ll_server *s, ll_error *err) {
     ll_batcher_opts bo = {
         .workers = s->opts.workers, .max_batch_tokens = s->opts.max_batch_tokens,
         .max_wait_us = s->opts.max_batch_wait_us, .max_queue = s->opts.max_queue,
-        .wait_when_idle = s->opts.batch_idle_wait,
+        .wait_when_idle = s->opts.batch_idle_wait, .lane_parallel = s->opts.parallel_batches,
         .worker_init = worker_init, .worker_free = worker_free, .worker_ctx = s,
     };
     s->batcher = ll_batcher_new(&bo, err);

@@ -1,6 +1,6 @@
 /* test_server_batcher.c - the server's queue and worker pool with a fake
  * forward function: packing by tokens, the wait deadline, an idle batcher
- * starting at once, oversize items,
+ * starting at once, one batch at a time per lane, oversize items,
  * queue limits, cancellation, draining on stop, and many producers at once
  * (nothing lost, nothing run twice). */
 #include "testutil.h"
@@ -210,6 +210,81 @@ static void test_idle_starts_at_once(void **state) {
     ll_batcher_free(b);
 }
 
+/* Pushes one item of n_tok tokens into lane li. */
+static void push_one(ll_batcher *b, int li, item *it, int id, int n_tok) {
+    it->id = id;
+    it->base.n_tok = n_tok;
+    it->base.cancelled = &it->cancel;
+    ll_batch_item *p = &it->base;
+    assert_int_equal(ll_batcher_reserve(b, 1), 0);
+    ll_batcher_push(b, li, &p, 1);
+}
+
+/* Start of batch i minus start of batch 0, once i + 1 batches ran. */
+static int64_t batch_gap(recorder *r, int i) {
+    wait_for_runs(r, i + 1, 3000000);
+    pthread_mutex_lock(&r->mu);
+    assert_true(r->n_batches > i);
+    int64_t gap = r->batch_start_us[i] - r->batch_start_us[0];
+    pthread_mutex_unlock(&r->mu);
+    return gap;
+}
+
+/* One lane, two workers, batches of 400 ms, a 50 ms wait: an item that
+ * comes while its lane's batch runs waits for that batch's end (its worker
+ * takes it, with every core), unless the lane already holds a full batch or
+ * lane_parallel is set; another lane's item runs beside it at once. */
+static void test_one_batch_per_lane(void **state) {
+    for (int parallel = 0; parallel <= 1; parallel++) {
+        recorder r, r2;
+        rec_init(&r), rec_init(&r2);
+        r.hold_us = r2.hold_us = 400000;
+        ll_batcher_opts o = {.workers = 2, .max_batch_tokens = 10, .max_wait_us = 50000,
+                             .max_queue = 64, .lane_parallel = parallel,
+                             .worker_init = state_init, .worker_free = state_free,
+                             .worker_ctx = &r};
+        ll_error err = {{0}};
+        ll_batcher *b = ll_batcher_new(&o, &err);
+        assert_non_null(b);
+        assert_int_equal(ll_batcher_add_lane(b, fake_run, fake_drop, &r, &err), 0);
+        assert_int_equal(ll_batcher_add_lane(b, fake_run, fake_drop, &r2, &err), 1);
+        assert_int_equal(ll_batcher_start(b, &err), 0);
+        item its[4] = {0};
+        push_one(b, 0, &its[0], 0, 2);
+        usleep(20000);
+        push_one(b, 0, &its[1], 1, 2);
+        int64_t gap = batch_gap(&r, 1);
+        if (parallel) assert_true(gap < 300000); /* after the 50 ms wait */
+        else assert_true(gap >= 350000);          /* after the first batch */
+        wait_for_runs(&r, 2, 3000000);
+        usleep(450000); /* both batches over */
+
+        /* a full batch does not wait */
+        rec_init(&r);
+        r.hold_us = 400000;
+        push_one(b, 0, &its[2], 2, 2);
+        usleep(20000);
+        push_one(b, 0, &its[3], 3, 10);
+        assert_true(batch_gap(&r, 1) < 300000);
+        wait_for_runs(&r, 2, 3000000);
+        usleep(450000);
+
+        /* another lane runs beside it at once */
+        rec_init(&r);
+        r.hold_us = 400000;
+        item a = {0}, c = {0};
+        push_one(b, 0, &a, 0, 2);
+        usleep(20000);
+        int64_t t = ll_now_us();
+        push_one(b, 1, &c, 1, 2);
+        wait_for_runs(&r2, 1, 3000000);
+        pthread_mutex_lock(&r2.mu);
+        assert_true(r2.first_run_us - t < 100000);
+        pthread_mutex_unlock(&r2.mu);
+        ll_batcher_free(b);
+    }
+}
+
 /* A sequence longer than the limit still runs, alone. */
 static void test_oversize_item(void **state) {
     recorder r;
@@ -339,6 +414,7 @@ int main(void) {
         cmocka_unit_test(test_packs_by_tokens),
         cmocka_unit_test(test_wait_deadline),
         cmocka_unit_test(test_idle_starts_at_once),
+        cmocka_unit_test(test_one_batch_per_lane),
         cmocka_unit_test(test_oversize_item),
         cmocka_unit_test(test_queue_limit),
         cmocka_unit_test(test_cancelled_dropped),

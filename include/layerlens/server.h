@@ -45,6 +45,7 @@ typedef struct ll_server_opts {
     int max_batch_tokens;     /* tokens per forward pass */
     long max_batch_wait_us;   /* longest wait of a queued sequence for company */
     int batch_idle_wait;      /* wait even when no batch runs (batcher.h) */
+    int parallel_batches;     /* batches of one model on several workers (batcher.h) */
     int max_queue;            /* sequences waiting; more is answered 503 */
     int max_inputs;           /* sequences per request; more is answered 413 */
     size_t max_body_bytes;    /* larger bodies are answered 413 */
