@@ -413,10 +413,28 @@ static void round_rows(uint32_t *a, long lda, const float *inp, int M, int K) {
  * swapped: a[2j] = x[2j+1], a[2j+1] = x[2j] (a zero for an odd K's
  * missing x[K]). */
 static void round_rows_swapped(float *a, long lda, const float *inp, int M, int K) {
+#ifdef __AVX512BF16__
+    /* output float i of a 32-float block: pair i/2's odd value, then its even */
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+#endif
     for (int r = 0; r < M; r++) {
         const float *x = inp + (long)r * K;
         float *o = a + (long)r * lda;
-        for (int k = 0; k < K; k += 2) {
+        int k0 = 0;
+#ifdef __AVX512BF16__
+        for (; k0 + 32 <= K; k0 += 32) {
+            __m512i v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k0 + 16),
+                                                     _mm512_loadu_ps(x + k0));
+            __m512i hi16 = _mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u));
+            __m512 odd = _mm512_castsi512_ps(hi16);
+            __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+            _mm512_storeu_ps(o + k0, _mm512_permutex2var_ps(odd, lo, even));
+            _mm512_storeu_ps(o + k0 + 16, _mm512_permutex2var_ps(odd, hi, even));
+        }
+#endif
+        for (int k = k0; k < K; k += 2) {
             o[k] = k + 1 < K ? bf16_value(ll_bf16_round(x[k + 1])) : 0.0f;
             o[k + 1] = bf16_value(ll_bf16_round(x[k]));
         }
