@@ -111,7 +111,8 @@ static void parse_args(args *a, int argc, char **argv) {
         else if (!strcmp(k, "--latency")) a->latency = atoi(v);
         else if (!strcmp(k, "--seconds")) a->seconds = atof(v);
         else if (!strcmp(k, "--dtype")) {
-            if (ll_weight_type_parse(v, &a->dtype)) die("--dtype %s: f32 or bf16", v);
+            ll_error err = {{0}};
+            if (ll_weight_type_parse(v, &a->dtype, &err)) die("--dtype: %s", err.msg);
         }
         else die("unknown option %s", k);
     }

@@ -271,9 +271,8 @@ static int parse_flags(int argc, char **argv, cli *c, int reproduce, ll_error *e
         case O_PAIRS: if (add_pairs(c->body, optarg, err)) return 1; break;
         case O_ITEMS: if (add_items(c->body, optarg, err)) return 1; break;
         case O_DTYPE:
-            if (ll_weight_type_parse(optarg, &c->dtype))
-                return ll_errorf(err, "--dtype: unknown weight type '%s' (expected f32 or bf16)",
-                                 optarg), 2;
+            if (ll_weight_type_parse(optarg, &c->dtype, err))
+                return ll_error_prefix(err, "--dtype"), 2;
             break;
         case O_BATCH:
             if (parse_int(optarg, &c->batch_tokens) || c->batch_tokens < 1)
@@ -350,8 +349,7 @@ static int run_cli(cli *c, json_t **out) {
     ll_eval_request *req = NULL;
     int rc = 1;
     if (c->dtype == LL_WEIGHTS_BF16 && !ll_bf16_native())
-        fprintf(stderr, "layerlens: warning: --dtype bf16 without AVX512-BF16 instructions in "
-                        "this build or CPU: same results, many times slower than f32\n");
+        fprintf(stderr, "layerlens: warning: %s\n", LL_BF16_SLOW_WARNING);
     if ((c->gpt2 && !(gpt2 = load_model(c->gpt2, c->dtype))) ||
         (c->clip && !(clip = load_model(c->clip, c->dtype))))
         goto done;

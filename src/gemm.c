@@ -134,12 +134,17 @@ size_t ll_packed_bytes(const ll_packed *p) {
 
 const char *ll_weight_type_name(ll_weight_type d) { return d == LL_WEIGHTS_BF16 ? "bf16" : "f32"; }
 
-int ll_weight_type_parse(const char *s, ll_weight_type *out) {
+int ll_weight_type_parse(const char *s, ll_weight_type *out, ll_error *err) {
     if (!strcmp(s, "f32") || !strcmp(s, "float32")) *out = LL_WEIGHTS_F32;
     else if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) *out = LL_WEIGHTS_BF16;
-    else return -1;
+    else return ll_errorf(err, "unknown weight type '%s' (expected f32 or bf16)", s);
     return 0;
 }
+
+const char LL_BF16_SLOW_WARNING[] =
+    "--dtype bf16: this build does not use AVX512-BF16 instructions (built without them, or "
+    "the CPU lacks them), so the bf16 products run on portable code: the same results, many "
+    "times slower than --dtype f32";
 
 int ll_bf16_native(void) {
 #ifdef __AVX512BF16__
@@ -315,24 +320,19 @@ static void block16(int mr, int w, int kn, const uint32_t *a, long lda, const ui
     }
 }
 
-/* gemm_panels for bf16 weights: a [M][lda] holds the rows' k-pairs. */
+/* gemm_panels for bf16 weights and at most BF16_DOT_ROWS rows (one row
+ * chunk, k never cut: each panel is read once, whole): a [M][lda] holds the
+ * rows' k-pairs. */
 static void gemm_panels16(float *out, const uint32_t *a, long lda, const ll_packed *W,
                           const float *bias, int M, size_t p0, size_t p1) {
     int N = W->N, P2 = (int)pair_count(W->K);
-    int kc = M <= FEW_ROWS ? P2 : KC / 2;
-    for (int r0 = 0; r0 < M; r0 += MC) {
-        int rn = M - r0 < MC ? M - r0 : MC;
-        for (int k0 = 0; k0 < P2; k0 += kc) {
-            int kn = P2 - k0 < kc ? P2 - k0 : kc;
-            for (size_t p = p0; p < p1; p++) {
-                int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
-                const uint16_t *b = W->panels16 + (p * (size_t)P2 + (size_t)k0) * NR * 2;
-                for (int r = r0; r < r0 + rn; r += MR) {
-                    int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
-                    block16(mr, w, kn, a + (long)r * lda + k0, lda, b, out + (long)r * N + n0, N,
-                            bias ? bias + n0 : NULL, k0 == 0, k0 + kn == P2);
-                }
-            }
+    for (size_t p = p0; p < p1; p++) {
+        int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
+        const uint16_t *b = W->panels16 + p * (size_t)P2 * NR * 2;
+        for (int r = 0; r < M; r += MR) {
+            int mr = M - r < MR ? M - r : MR;
+            block16(mr, w, P2, a + (long)r * lda, lda, b, out + (long)r * N + n0, N,
+                    bias ? bias + n0 : NULL, 1, 1);
         }
     }
 }

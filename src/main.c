@@ -176,14 +176,12 @@ static int cmd_embed(int argc, char **argv) {
         return 2;
     }
     ll_weight_type dtype = LL_WEIGHTS_F32;
-    if (o.dtype && ll_weight_type_parse(o.dtype, &dtype)) {
-        fprintf(stderr, "layerlens: --dtype: unknown weight type '%s' (expected f32 or bf16)\n",
-                o.dtype);
+    if (o.dtype && ll_weight_type_parse(o.dtype, &dtype, &err)) {
+        fprintf(stderr, "layerlens: --dtype: %s\n", err.msg);
         return 2;
     }
     if (dtype == LL_WEIGHTS_BF16 && !ll_bf16_native())
-        fprintf(stderr, "layerlens: warning: --dtype bf16 without AVX512-BF16 instructions in "
-                        "this build or CPU: same results, many times slower than f32\n");
+        fprintf(stderr, "layerlens: warning: %s\n", LL_BF16_SLOW_WARNING);
     ll_model *m = load_or_die(o.model, dtype);
     if (!m) return 1;
     const ll_config *cfg = ll_model_config(m);

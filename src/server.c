@@ -202,16 +202,12 @@ static int set_opt(ll_server_opts *o, const opt_def *d, const char *val, const c
         o->cors_origins[o->n_cors_origins++] = val;
         return 0;
     }
-    if (d->kind == OPT_LOG_LEVEL || d->kind == OPT_LOG_FORMAT) {
+    if (d->kind == OPT_LOG_LEVEL || d->kind == OPT_LOG_FORMAT || d->kind == OPT_DTYPE) {
         ll_error e = {{0}};
-        int rc = d->kind == OPT_LOG_LEVEL ? ll_log_level_parse(val, (ll_log_level *)p, &e)
-                                          : ll_log_format_parse(val, (ll_log_format *)p, &e);
+        int rc = d->kind == OPT_LOG_LEVEL    ? ll_log_level_parse(val, (ll_log_level *)p, &e)
+                 : d->kind == OPT_LOG_FORMAT ? ll_log_format_parse(val, (ll_log_format *)p, &e)
+                                             : ll_weight_type_parse(val, (ll_weight_type *)p, &e);
         return rc ? ll_errorf(err, "%s: %s", from, e.msg) : 0;
-    }
-    if (d->kind == OPT_DTYPE) {
-        if (ll_weight_type_parse(val, (ll_weight_type *)p))
-            return ll_errorf(err, "%s: unknown weight type '%s' (expected f32 or bf16)", from, val);
-        return 0;
     }
     if (d->kind == OPT_FLAG) {
         if (strcmp(val, "1") && strcmp(val, "0") && strcmp(val, "true") && strcmp(val, "false"))
@@ -514,9 +510,7 @@ ll_server *ll_server_new(const ll_server_opts *opts, FILE *log, ll_error *err) {
     /* Serving still works, but a pass takes many times longer than with f32,
      * which an operator choosing bf16 for speed would not expect. */
     if (s->opts.dtype == LL_WEIGHTS_BF16 && !ll_bf16_native())
-        ll_logf(&s->logger, LL_LOG_WARN, "--dtype bf16: this build does not use AVX512-BF16 "
-                "instructions (built without them, or the CPU lacks them), so the bf16 products "
-                "run on portable code: the same results, many times slower than --dtype f32");
+        ll_logf(&s->logger, LL_LOG_WARN, "%s", LL_BF16_SLOW_WARNING);
     return s;
 fail:
     ll_server_free(s);
