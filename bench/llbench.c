@@ -397,12 +397,17 @@ typedef struct pool {
     atomic_long done_tokens, done_jobs;
     double *lat;         /* per job latency (latency mode), [max_jobs] */
     int threads;         /* threads per product (ll_pool_set_threads) */
+    atomic_int slot;     /* the next worker's index */
+    ll_workspace *ws[64]; /* worker i's workspace, kept from one run to the next as a
+                             server worker keeps its own (a warm-up grows them) */
 } pool;
 
 static void *worker_main(void *p_) {
     pool *p = p_;
     ll_pool_set_threads(p->threads);
-    ll_workspace *ws = ll_workspace_new();
+    int i = atomic_fetch_add(&p->slot, 1);
+    if (!p->ws[i] && !(p->ws[i] = ll_workspace_new())) die("%s", "out of memory");
+    ll_workspace *ws = p->ws[i];
     for (;;) {
         long j = atomic_fetch_add(&p->next, 1);
         if (p->max_jobs ? j >= p->max_jobs : now_s() >= p->until) break;
@@ -416,8 +421,11 @@ static void *worker_main(void *p_) {
         atomic_fetch_add(&p->done_tokens, b->tokens);
         atomic_fetch_add(&p->done_jobs, 1);
     }
-    ll_workspace_free(ws);
     return NULL;
+}
+
+static void pool_free(pool *p) {
+    for (int i = 0; i < 64; i++) ll_workspace_free(p->ws[i]), p->ws[i] = NULL;
 }
 
 /* Runs the pool on `workers` threads; returns the wall time. */
@@ -427,6 +435,7 @@ static double run_pool(pool *p, int workers) {
     atomic_store(&p->next, 0);
     atomic_store(&p->done_tokens, 0);
     atomic_store(&p->done_jobs, 0);
+    atomic_store(&p->slot, 0);
     double t0 = now_s();
     for (int w = 0; w < workers; w++) pthread_create(&th[w], NULL, worker_main, p);
     for (int w = 0; w < workers; w++) pthread_join(th[w], NULL);
@@ -469,70 +478,104 @@ static uint64_t layer_mask(const ll_config *c, const char *spec) {
 
 /* ------------------------------------------------------------ sgemm */
 
-/* GFLOP/s of cblas_sgemm on the four linear-layer shapes of the model at M
- * rows (beta = 1 like a product with a bias), run by `workers` threads at
- * once, each on its own matrices, for about `seconds`.
+/* cblas_sgemm on the four linear-layer shapes of the model at M rows
+ * (beta = 1 like a product with a bias), each worker thread on its own
+ * matrices, allocated and filled before anything is timed.
  *
- * layers = 1: one set of matrices used again and again, so the weights stay
- * in the caches ("hot").  layers = L: L distinct sets, as many as the
- * model has, cycled through like a forward pass does: the weights come from
- * memory as they do in the engine.  The second is the bound workload 5 is
- * measured against; both are reported. */
-typedef struct gemm_job {
+ * Each set holds `layers` distinct sets of weights, as many as the model
+ * has.  Cycled through like a forward pass does, the weights come from
+ * memory as they do in the engine: the bound workload 5 is measured
+ * against.  Using only the first ("hot"), they stay in the caches; both
+ * are reported. */
+typedef struct sgemm_set {
     int M, C, F, layers;
+    float *A, *O, *W;
+    int use_layers; /* of this run: layers, or 1 (hot) */
     double until;
-    long reps; /* products of all four shapes over every layer */
-} gemm_job;
+    long reps;      /* products of all four shapes over use_layers */
+} sgemm_set;
 
-static void *gemm_main(void *p) {
-    gemm_job *g = p;
-    int M = g->M, C = g->C, F = g->F, L = g->layers;
-    const int shapes[4][2] = {{C, 3 * C}, {C, C}, {C, F}, {F, C}}; /* {IN, OUT} */
+static void sgemm_shapes(const sgemm_set *g, int shapes[4][2]) {
+    const int s[4][2] = {{g->C, 3 * g->C}, {g->C, g->C}, {g->C, g->F}, {g->F, g->C}}; /* {IN, OUT} */
+    memcpy(shapes, s, sizeof s);
+}
+
+static void sgemm_set_init(sgemm_set *g, int M, int C, int F, int layers) {
+    *g = (sgemm_set){.M = M, .C = C, .F = F, .layers = layers};
+    int shapes[4][2];
+    sgemm_shapes(g, shapes);
     size_t big = (size_t)M * (F > 3 * C ? F : 3 * C), per_layer = 0;
     for (int k = 0; k < 4; k++) per_layer += (size_t)shapes[k][0] * shapes[k][1];
-    float *A = calloc(big, 4), *O = calloc(big, 4);
-    float *W = malloc(per_layer * (size_t)L * 4);
-    if (!A || !O || !W) die("%s", "out of memory");
-    for (size_t i = 0; i < per_layer * (size_t)L; i++) W[i] = 0.01f * (float)(i % 97);
-    for (size_t i = 0; i < big; i++) A[i] = 0.02f * (float)(i % 89);
+    g->A = malloc(big * 4), g->O = calloc(big, 4), g->W = malloc(per_layer * (size_t)layers * 4);
+    if (!g->A || !g->O || !g->W) die("%s", "out of memory");
+    for (size_t i = 0; i < per_layer * (size_t)layers; i++) g->W[i] = 0.01f * (float)(i % 97);
+    for (size_t i = 0; i < big; i++) g->A[i] = 0.02f * (float)(i % 89);
+}
+
+static void sgemm_set_free(sgemm_set *g) { free(g->A), free(g->O), free(g->W); }
+
+static double sgemm_rep_flops(const sgemm_set *g) {
+    double C = g->C, F = g->F;
+    return 2.0 * g->M * (C * 3 * C + C * C + 2.0 * C * F) * g->use_layers;
+}
+
+static void *sgemm_main(void *p) {
+    sgemm_set *g = p;
+    int shapes[4][2];
+    sgemm_shapes(g, shapes);
     g->reps = 0;
     do {
-        const float *w = W;
-        for (int l = 0; l < L; l++)
+        const float *w = g->W;
+        for (int l = 0; l < g->use_layers; l++)
             for (int k = 0; k < 4; k++) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, shapes[k][1],
-                            shapes[k][0], 1.0f, A, shapes[k][0], w, shapes[k][1], 1.0f, O,
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, shapes[k][1],
+                            shapes[k][0], 1.0f, g->A, shapes[k][0], w, shapes[k][1], 1.0f, g->O,
                             shapes[k][1]);
                 w += (size_t)shapes[k][0] * shapes[k][1];
             }
         g->reps++;
     } while (now_s() < g->until);
-    free(A), free(O), free(W);
     return NULL;
 }
 
-static double sgemm_gflops(int M, int C, int F, int layers, int workers, double seconds) {
-    gemm_job g[64];
+/* Runs sets[0 .. workers) at once over `use_layers` of their layers for
+ * about `seconds` (at least one round of products each, with `threads`
+ * OpenBLAS threads per call); returns the FLOPs done and adds the wall
+ * time to *dt. */
+static double sgemm_run(sgemm_set *sets, int workers, int threads, int use_layers,
+                        double seconds, double *dt) {
     pthread_t th[64];
-    double t0 = now_s();
+    openblas_set_num_threads(threads);
+    double t0 = now_s(), flops = 0;
     for (int w = 0; w < workers; w++) {
-        g[w] = (gemm_job){M, C, F, layers, t0 + seconds, 0};
-        pthread_create(&th[w], NULL, gemm_main, &g[w]);
+        sets[w].use_layers = use_layers;
+        sets[w].until = t0 + seconds;
+        pthread_create(&th[w], NULL, sgemm_main, &sets[w]);
     }
-    long reps = 0;
-    for (int w = 0; w < workers; w++) pthread_join(th[w], NULL), reps += g[w].reps;
-    double dt = now_s() - t0;
-    double per = 2.0 * M * ((double)C * 3 * C + (double)C * C + 2.0 * C * F) * layers;
-    return per * (double)reps / dt / 1e9;
+    for (int w = 0; w < workers; w++) {
+        pthread_join(th[w], NULL);
+        flops += sgemm_rep_flops(&sets[w]) * (double)sets[w].reps;
+    }
+    *dt += now_s() - t0;
+    openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
+    return flops;
 }
 
 /* ------------------------------------------------------------ engine */
 
+/* Workload 5.  The host's speed drifts by 10-25% from one few seconds to
+ * the next, so the engine and its bound are not timed one after the other
+ * but in turns: `rounds` of (passes for seconds / rounds, sgemm on the 12
+ * layers' weights as long, sgemm hot half as long), each summed over its
+ * rounds.  The per-round ratios are reported too. */
 static int cmd_engine(const args *a) {
     ll_model *m = load_model(a->model, a->dtype);
     const ll_config *c = ll_model_config(m);
     seqfile sf = read_ids(a->ids);
     openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
+    int workers = a->workers < 1 ? 1 : a->workers > 64 ? 64 : a->workers;
+    int rounds = a->seconds >= 3 ? (int)(a->seconds / 1.5 + 0.5) : 1;
+    double seg = a->seconds / rounds;
     char *spec = strdup(a->tokens ? a->tokens : "256,512,1024,2048");
     json_t *rows = json_array();
     for (char *save = NULL, *tok = strtok_r(spec, ",", &save); tok;
@@ -542,43 +585,56 @@ static int cmd_engine(const args *a) {
         batch *b = pack_by_tokens(&sf, target, &nb);
         pool p = {.m = m, .batches = b, .n_batches = nb,
                   .req = {.layers = layer_mask(c, a->layers)}, .threads = a->threads};
-        /* warm-up: one pass per worker grows the workspaces */
-        p.max_jobs = a->workers;
-        run_pool(&p, a->workers);
+        /* warm-up: one pass per worker grows the workspaces it keeps */
+        p.max_jobs = workers;
+        run_pool(&p, workers);
+        long mean_tok = 0; /* the sgemm's rows: the batches' mean */
+        for (int i = 0; i < nb; i++) mean_tok += b[i].tokens;
+        mean_tok /= nb;
+        sgemm_set sets[64];
+        for (int w = 0; w < workers; w++)
+            sgemm_set_init(&sets[w], (int)mean_tok, c->width, c->ffn, c->n_layer);
+        double dummy = 0; /* warm-up: OpenBLAS's buffers, the pages of A and O */
+        sgemm_run(sets, workers, a->threads, 1, 0, &dummy);
+        double lin = 0, att = 0, dt = 0, g_fl = 0, g_dt = 0, h_fl = 0, h_dt = 0;
+        double rmin = 1e9, rmax = 0;
+        long jobs = 0, toks = 0;
         p.max_jobs = 0;
-        p.until = now_s() + a->seconds;
-        double dt = run_pool(&p, a->workers);
-        long jobs = atomic_load(&p.done_jobs), toks = atomic_load(&p.done_tokens);
-        /* FLOPs of the jobs actually run (batches taken in order, cycling) */
-        double lin = 0, att = 0;
-        for (long j = 0; j < jobs; j++) {
-            const batch *bj = &b[j % nb];
-            lin += linear_flops(c, bj->tokens);
-            att += attention_flops(c, bj->seqs, bj->n);
+        for (int r = 0; r < rounds; r++) {
+            p.until = now_s() + seg;
+            double t = run_pool(&p, workers), l = 0, at = 0;
+            long n = atomic_load(&p.done_jobs);
+            for (long j = 0; j < n; j++) { /* batches taken in order from the first, cycling */
+                l += linear_flops(c, b[j % nb].tokens);
+                at += attention_flops(c, b[j % nb].seqs, b[j % nb].n);
+            }
+            lin += l, att += at, dt += t, jobs += n, toks += atomic_load(&p.done_tokens);
+            double gt = 0, gf = sgemm_run(sets, workers, a->threads, c->n_layer, seg, &gt);
+            g_fl += gf, g_dt += gt;
+            h_fl += sgemm_run(sets, workers, a->threads, 1, seg / 2, &h_dt);
+            double ratio = ((l + at) / t) / (gf / gt);
+            rmin = ratio < rmin ? ratio : rmin, rmax = ratio > rmax ? ratio : rmax;
         }
-        long mean_tok = toks / (jobs ? jobs : 1);
-        /* the bound: cblas_sgemm with the same threads per pass */
-        openblas_set_num_threads(a->threads);
-        double span = a->seconds < 3 ? a->seconds : 3.0;
-        double gemm = sgemm_gflops((int)mean_tok, c->width, c->ffn, c->n_layer, a->workers, span);
-        double hot = sgemm_gflops((int)mean_tok, c->width, c->ffn, 1, a->workers, span);
-        openblas_set_num_threads(1);
-        double gf = (lin + att) / dt / 1e9;
+        for (int w = 0; w < workers; w++) sgemm_set_free(&sets[w]);
+        pool_free(&p);
+        double gf = (lin + att) / dt / 1e9, gemm = g_fl / g_dt / 1e9, hot = h_fl / h_dt / 1e9;
         json_array_append_new(rows, json_pack(
-            "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+            "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:f}",
             "target_tokens", (json_int_t)target, "batch_tokens", (json_int_t)mean_tok,
             "passes", (json_int_t)jobs, "seconds", dt, "tokens_per_s", (double)toks / dt,
             "gflops", gf, "linear_gflops", lin / dt / 1e9, "sgemm_gflops", gemm,
-            "sgemm_hot_gflops", hot, "attention_share", att / (lin + att)));
-        fprintf(stderr, "llbench engine %s: %ld tokens/pass, %ld passes: %.1f GFLOP/s "
-                "(sgemm same shapes, the model's %d layers of weights %.1f: %.0f%%; "
-                "one layer's, hot in cache %.1f: %.0f%%)\n", ll_model_id(m), mean_tok, jobs, gf,
-                c->n_layer, gemm, 100 * gf / gemm, hot, 100 * gf / hot);
+            "sgemm_hot_gflops", hot, "attention_share", att / (lin + att), "rounds", rounds,
+            "round_ratio_min", rmin, "round_ratio_max", rmax));
+        fprintf(stderr, "llbench engine %s: %ld tokens/pass, %ld passes in %d rounds: %.1f GFLOP/s "
+                "(sgemm same shapes, the model's %d layers of weights %.1f: %.0f%%, rounds "
+                "%.0f-%.0f%%; one layer's, hot in cache %.1f: %.0f%%)\n", ll_model_id(m), mean_tok,
+                jobs, rounds, gf, c->n_layer, gemm, 100 * gf / gemm, 100 * rmin, 100 * rmax, hot,
+                100 * gf / hot);
         free(b);
     }
     free(spec);
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s, s:o}", "model", ll_model_id(m), "dtype",
-                          ll_weight_type_name(a->dtype), "workers", a->workers, "threads",
+                          ll_weight_type_name(a->dtype), "workers", workers, "threads",
                           a->threads, "layers", a->layers, "openblas", ll_blas_corename(), "rows", rows);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
     puts(s);
@@ -643,6 +699,7 @@ static int cmd_forward(const args *a) {
     puts(s);
     free(s);
     json_decref(o);
+    pool_free(&p);
     free(b);
     ll_model_free(m);
     return 0;
@@ -680,12 +737,18 @@ static int cmd_flops(const args *a) {
 /* ------------------------------------------------------------ ops */
 
 /* One block's operations, in the order block_forward runs them. */
-enum { OP_LN1, OP_QKV, OP_ATTN, OP_PROJ, OP_RES1, OP_LN2, OP_FC1, OP_ACT, OP_FC2,
-       OP_RES2, OP_COPY, N_OPS };
+enum { OP_LN1, OP_QKV, OP_ATTN, OP_PROJ, OP_LN2, OP_FC1, OP_FC2, OP_COPY, OP_FC1_ALONE,
+       OP_RES, OP_ACT, N_OPS, N_BLOCK_OPS = OP_FC1_ALONE };
+/* The block's steps (the first N_BLOCK_OPS, whose times add up to the
+ * block's), then fc1 without its activation, and the residual sum and the
+ * activation as passes of their own: what doing them inside the products
+ * saves */
 static const char *const op_names[N_OPS] = {
-    "layernorm 1", "matmul qkv [C x 3C]", "attention (per sequence)", "matmul proj [C x C]",
-    "residual 1", "layernorm 2", "matmul fc1 [C x F]", "activation", "matmul fc2 [F x C]",
-    "residual 2", "copy of the layer's output"};
+    "layernorm 1", "matmul qkv [C x 3C]", "attention (per sequence)",
+    "matmul proj [C x C] + residual", "layernorm 2", "matmul fc1 [C x F] + activation",
+    "matmul fc2 [F x C] + residual", "copy of the layer's output",
+    "(matmul fc1 [C x F] alone)", "(residual as a separate pass)",
+    "(activation as a separate pass)"};
 
 static float *rand_floats(size_t n, float scale, unsigned *seed) {
     float *p = malloc(n * sizeof *p);
@@ -699,7 +762,7 @@ static float *rand_floats(size_t n, float scale, unsigned *seed) {
 
 /* Runs one operation of the block (the same calls block_forward makes). */
 typedef struct block_bufs {
-    float *x, *ln, *qkv, *att, *fc, *copy, *scores, *act_src;
+    float *x, *ln, *qkv, *att, *fc, *copy, *scores, *act, *act_src;
     float *w_qkv, *w_proj, *w_fc1, *w_fc2, *b, *g;
     ll_packed p_qkv, p_proj, p_fc1, p_fc2; /* the w_ matrices, packed as at load */
 } block_bufs;
@@ -713,15 +776,19 @@ static void run_op(const ll_config *c, block_bufs *k, int op, int N, int T) {
         for (int r = 0; r + T <= N; r += T)
             attention_forward(k->att + (long)r * C, k->qkv + (long)r * 3 * C, k->scores, T, C, c->n_head);
         break;
-    case OP_PROJ: matmul_forward(k->ln, k->att, &k->p_proj, k->b, N); break;
-    case OP_RES1: case OP_RES2: residual_forward(k->copy, k->x, (long)N * C); break;
-    case OP_FC1: matmul_forward(k->fc, k->ln, &k->p_fc1, k->b, N); break;
-    case OP_ACT:
-        if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(k->fc, (long)N * F);
-        else quick_gelu_forward(k->fc, (long)N * F);
+    case OP_PROJ: matmul_residual_forward(k->copy, k->ln, k->att, &k->p_proj, k->b, N); break;
+    case OP_FC1:
+        if (c->act == LL_ACT_GELU_NEW) matmul_gelu_new_forward(k->fc, k->ln, &k->p_fc1, k->b, N);
+        else matmul_quick_gelu_forward(k->fc, k->ln, &k->p_fc1, k->b, N);
         break;
-    case OP_FC2: matmul_forward(k->ln, k->fc, &k->p_fc2, k->b, N); break;
+    case OP_FC2: matmul_residual_forward(k->copy, k->ln, k->fc, &k->p_fc2, k->b, N); break;
     case OP_COPY: memcpy(k->copy, k->x, (size_t)N * C * 4); break;
+    case OP_FC1_ALONE: matmul_forward(k->act, k->ln, &k->p_fc1, k->b, N); break;
+    case OP_RES: residual_forward(k->copy, k->x, (long)N * C); break;
+    case OP_ACT:
+        if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(k->act, (long)N * F);
+        else quick_gelu_forward(k->act, (long)N * F);
+        break;
     }
 }
 
@@ -738,6 +805,7 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, ll_
         .qkv = rand_floats((size_t)N * 3 * C, 1.0f, &seed), .att = rand_floats((size_t)N * C, 1.0f, &seed),
         .fc = rand_floats((size_t)N * F, 1.0f, &seed), .copy = rand_floats((size_t)N * C, 1.0f, &seed),
         .scores = rand_floats((size_t)T * T, 1.0f, &seed), .act_src = rand_floats((size_t)N * F, 4.0f, &seed),
+        .act = rand_floats((size_t)N * F, 1.0f, &seed),
         .w_qkv = rand_floats((size_t)C * 3 * C, 0.04f, &seed), .w_proj = rand_floats((size_t)C * C, 0.04f, &seed),
         .w_fc1 = rand_floats((size_t)C * F, 0.04f, &seed), .w_fc2 = rand_floats((size_t)F * C, 0.04f, &seed),
         .b = rand_floats((size_t)(F > 3 * C ? F : 3 * C), 0.1f, &seed), .g = rand_floats((size_t)C, 0.1f, &seed)};
@@ -751,7 +819,7 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, ll_
     for (long rep = -1; rep < 2 || now_s() < t_end; rep++) { /* rep -1: warm-up */
         if (rep == 0) t_end = now_s() + seconds;
         for (int op = 0; op < N_OPS; op++) {
-            if (op == OP_ACT) memcpy(k.fc, k.act_src, (size_t)N * F * 4); /* same inputs each time */
+            if (op == OP_ACT) memcpy(k.act, k.act_src, (size_t)N * F * 4); /* same inputs each time */
             double t1 = now_s();
             run_op(c, &k, op, N, T);
             if (rep >= 0) per_call[op] += now_s() - t1;
@@ -759,7 +827,7 @@ static void time_block_ops(const ll_config *c, int N, int T, double seconds, ll_
         if (rep >= 0) reps++;
     }
     for (int op = 0; op < N_OPS; op++) per_call[op] /= (double)reps;
-    float *all[] = {k.x, k.ln, k.qkv, k.att, k.fc, k.copy, k.scores, k.act_src,
+    float *all[] = {k.x, k.ln, k.qkv, k.att, k.fc, k.copy, k.scores, k.act, k.act_src,
                     k.w_qkv, k.w_proj, k.w_fc1, k.w_fc2, k.b, k.g};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
     ll_packed_free(&k.p_qkv), ll_packed_free(&k.p_proj);
@@ -783,14 +851,16 @@ static int cmd_ops(const args *a) {
         if (N < T) N = T;
         double per[N_OPS] = {0}, total = 0;
         time_block_ops(&c, N, T, a->seconds, a->dtype, per);
-        for (int op = 0; op < N_OPS; op++) total += per[op];
+        for (int op = 0; op < N_BLOCK_OPS; op++) total += per[op];
         json_t *ops = json_array();
         double C = c.width, F = c.ffn;
         const double gemm_flops[N_OPS] = {[OP_QKV] = 2 * C * 3 * C, [OP_PROJ] = 2 * C * C,
-                                          [OP_FC1] = 2 * C * F, [OP_FC2] = 2 * F * C};
+                                          [OP_FC1] = 2 * C * F, [OP_FC2] = 2 * F * C,
+                                          [OP_FC1_ALONE] = 2 * C * F};
         for (int op = 0; op < N_OPS; op++) {
-            json_t *o = json_pack("{s:s, s:f, s:f, s:f}", "op", op_names[op], "us", 1e6 * per[op],
-                                  "share", per[op] / total, "ns_per_token", 1e9 * per[op] / N);
+            json_t *o = json_pack("{s:s, s:b, s:f, s:f, s:f}", "op", op_names[op], "in_block",
+                                  op < N_BLOCK_OPS, "us", 1e6 * per[op], "share", per[op] / total,
+                                  "ns_per_token", 1e9 * per[op] / N);
             if (gemm_flops[op] > 0)
                 json_object_set_new(o, "gflops", json_real(gemm_flops[op] * N / per[op] / 1e9));
             json_array_append_new(ops, o);

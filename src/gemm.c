@@ -1,10 +1,11 @@
 /* gemm.c - products with weights packed at load time (see gemm.h).
  *
  * Blocking (AVX-512, one core):
- *   for each chunk of MC rows                 (the rows' chunk of inp: MC x KC floats, in L2)
- *     for each chunk of KC values of k        (a panel's chunk: KC x 32 floats, 32 KB, stays in L1)
- *       for each panel of 32 columns
- *         for each block of up to 8 rows      (8 x 32 accumulators = 16 zmm registers)
+ *   for each chunk of MC rows                 (the rows' chunk of inp: MC x KC floats)
+ *     for each chunk of KC values of k
+ *       for each panel of 32 columns          (a panel's chunk: KC x 32 floats, 96 KB, stays in L2)
+ *         for each block of up to 8 rows      (8 x 32 accumulators = 16 zmm registers;
+ *                                              the block's rows: 8 x KC floats, 24 KB, in L1)
  *           acc = (first chunk ? 0 : out); acc += inp[r][k] * panel[k] for k in chunk;
  *           out = (last chunk ? acc + bias : acc)
  * Up to FEW_ROWS rows k is one chunk, so each panel is read whole, in memory
@@ -31,7 +32,11 @@
 
 #define NR LL_GEMM_NR
 #define MR 8    /* rows per register block */
-#define KC 256  /* k per chunk */
+#define KC 768  /* k per chunk: K <= 768 (every product but the MLP's second) is not cut.
+                 * 256 (a panel's chunk in L1) measured 7-10% slower at 1,024-2,048 rows
+                 * (CLIP's and GPT-2's shapes, one core): each extra chunk stores and
+                 * reloads the partial sums of MC rows x N, up to 1.5 MB */
+#define KC16 256 /* bf16 above BF16_DOT_ROWS rows: pairs of k per widened chunk x 2 */
 #define MC 128  /* rows per chunk */
 #define PREFETCH_K 64 /* weights are fetched this many k ahead (8 KB) */
 #define FEW_ROWS 128 /* up to this many rows, k is not cut into chunks */
@@ -320,11 +325,23 @@ static void block16(int mr, int w, int kn, const uint32_t *a, long lda, const ui
     }
 }
 
+/* The epilogue on rows [r0, r0 + rn) x the columns of panels [p0, p1) of
+ * out [.][N], once they are final: a chunk's rows, in L2, passed as one
+ * region (a call per 8 x 32 block measured slower than the separate pass
+ * it replaces: too little work between the calls). */
+static void epilogue(const ll_epilogue *epi, float *out, int N, int r0, int rn, size_t p0,
+                     size_t p1) {
+    if (!epi) return;
+    int n0 = (int)p0 * NR, n1 = (int)p1 * NR < N ? (int)p1 * NR : N;
+    epi->fn(epi->ctx, out + (long)r0 * N + n0, N, r0, rn, n0, n1 - n0);
+}
+
 /* gemm_panels for bf16 weights and at most BF16_DOT_ROWS rows (one row
  * chunk, k never cut: each panel is read once, whole): a [M][lda] holds the
  * rows' k-pairs. */
 static void gemm_panels16(float *out, const uint32_t *a, long lda, const ll_packed *W,
-                          const float *bias, int M, size_t p0, size_t p1) {
+                          const float *bias, int M, size_t p0, size_t p1,
+                          const ll_epilogue *epi) {
     int N = W->N, P2 = (int)pair_count(W->K);
     for (size_t p = p0; p < p1; p++) {
         int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
@@ -335,6 +352,7 @@ static void gemm_panels16(float *out, const uint32_t *a, long lda, const ll_pack
                     bias ? bias + n0 : NULL, 1, 1);
         }
     }
+    epilogue(epi, out, N, 0, M, p0, p1);
 }
 
 /* kn pairs of a bf16 panel -> 2 kn rows of NR floats, each pair's odd
@@ -371,9 +389,10 @@ static void widen_chunk(float *wide, const uint16_t *b, int kn) {
  * chunk of a panel is widened to floats, swapped the same way, and used by
  * every row block of the chunk. */
 static void gemm_panels16_fma(float *out, const float *a, long lda, const ll_packed *W,
-                              const float *bias, int M, size_t p0, size_t p1) {
-    int N = W->N, P2 = (int)pair_count(W->K), kc = KC / 2;
-    float wide[KC * NR] __attribute__((aligned(64)));
+                              const float *bias, int M, size_t p0, size_t p1,
+                              const ll_epilogue *epi) {
+    int N = W->N, P2 = (int)pair_count(W->K), kc = KC16 / 2;
+    float wide[KC16 * NR] __attribute__((aligned(64)));
     for (int r0 = 0; r0 < M; r0 += MC) {
         int rn = M - r0 < MC ? M - r0 : MC;
         for (int k0 = 0; k0 < P2; k0 += kc) {
@@ -389,6 +408,7 @@ static void gemm_panels16_fma(float *out, const float *a, long lda, const ll_pac
                 }
             }
         }
+        epilogue(epi, out, N, r0, rn, p0, p1);
     }
 }
 
@@ -464,7 +484,7 @@ static uint32_t *rows_buffer(size_t n) {
 
 /* The product restricted to panels [p0, p1). */
 static void gemm_panels(float *out, const float *inp, const ll_packed *W,
-                        const float *bias, int M, size_t p0, size_t p1) {
+                        const float *bias, int M, size_t p0, size_t p1, const ll_epilogue *epi) {
     int K = W->K, N = W->N;
     /* With few rows a panel is used by few row blocks: reading each panel
      * whole, in memory order, keeps the weights one sequential stream. */
@@ -483,6 +503,7 @@ static void gemm_panels(float *out, const float *inp, const ll_packed *W,
                 }
             }
         }
+        epilogue(epi, out, N, r0, rn, p0, p1);
     }
 }
 
@@ -496,6 +517,7 @@ typedef struct gemm_job {
     const uint32_t *a16; /* bf16: the rounded rows, lda16 words apart
                             (floats when M > BF16_DOT_ROWS) */
     long lda16;
+    const ll_epilogue *epi;
 } gemm_job;
 
 /* Part `part` of `parts`: a range of the panels (columns). */
@@ -505,17 +527,23 @@ static void gemm_part(void *ctx, int part, int parts) {
     size_t p0 = P * part / parts, p1 = P * (part + 1) / parts;
     if (p1 <= p0) return;
     if (j->W->dtype == LL_WEIGHTS_BF16 && j->M > BF16_DOT_ROWS)
-        gemm_panels16_fma(j->out, (const float *)j->a16, j->lda16, j->W, j->bias, j->M, p0, p1);
+        gemm_panels16_fma(j->out, (const float *)j->a16, j->lda16, j->W, j->bias, j->M, p0, p1,
+                          j->epi);
     else if (j->W->dtype == LL_WEIGHTS_BF16)
-        gemm_panels16(j->out, j->a16, j->lda16, j->W, j->bias, j->M, p0, p1);
+        gemm_panels16(j->out, j->a16, j->lda16, j->W, j->bias, j->M, p0, p1, j->epi);
     else
-        gemm_panels(j->out, j->inp, j->W, j->bias, j->M, p0, p1);
+        gemm_panels(j->out, j->inp, j->W, j->bias, j->M, p0, p1, j->epi);
 }
 
 int ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
             int M) {
+    return ll_gemm_epi(out, inp, W, bias, M, NULL);
+}
+
+int ll_gemm_epi(float *out, const float *inp, const ll_packed *W, const float *bias,
+                int M, const ll_epilogue *epi) {
     if (M <= 0) return 0;
-    gemm_job j = {out, inp, bias, W, M, NULL, 0};
+    gemm_job j = {out, inp, bias, W, M, NULL, 0, epi};
     if (W->dtype == LL_WEIGHTS_BF16) {
         /* rounded once, on this thread; the parts only read them.  Pairs
          * for VDPBF16PS, or swapped floats for the float32 kernel. */

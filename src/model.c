@@ -389,19 +389,20 @@ static float *alloc_rows(size_t rows, size_t C) {
 static int block_forward(const ll_model *m, const ll_block *b, ll_workspace *ws,
                          const int *seq_start, int n_seq, int N) {
     const ll_config *c = &m->cfg;
-    int C = c->width, F = c->ffn;
+    int C = c->width;
+    /* the activation and the residual sums are done inside the products
+     * (ops.h: the same bits as separate steps, without a pass over memory) */
     layernorm_forward(ws->ln, ws->x, b->ln1_w, b->ln1_b, N, C, c->ln_eps);
     if (matmul_forward(ws->qkv, ws->ln, &b->qkv_w, b->qkv_b, N)) return -1;
     attention_batch_forward(ws->att, ws->qkv, ws->scores, ws->slots, seq_start, n_seq,
                             C, c->n_head);
-    if (matmul_forward(ws->ln, ws->att, &b->proj_w, b->proj_b, N)) return -1;
-    residual_forward(ws->x, ws->ln, (long)N * C);
+    if (matmul_residual_forward(ws->x, ws->ln, ws->att, &b->proj_w, b->proj_b, N)) return -1;
     layernorm_forward(ws->ln, ws->x, b->ln2_w, b->ln2_b, N, C, c->ln_eps);
-    if (matmul_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N)) return -1;
-    if (c->act == LL_ACT_GELU_NEW) gelu_new_forward(ws->fc, (long)N * F);
-    else quick_gelu_forward(ws->fc, (long)N * F);
-    if (matmul_forward(ws->ln, ws->fc, &b->fc2_w, b->fc2_b, N)) return -1;
-    residual_forward(ws->x, ws->ln, (long)N * C);
+    if (c->act == LL_ACT_GELU_NEW
+            ? matmul_gelu_new_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N)
+            : matmul_quick_gelu_forward(ws->fc, ws->ln, &b->fc1_w, b->fc1_b, N))
+        return -1;
+    if (matmul_residual_forward(ws->x, ws->ln, ws->fc, &b->fc2_w, b->fc2_b, N)) return -1;
     return 0;
 }
 

@@ -7,6 +7,14 @@
 #include <math.h>
 #include <string.h>
 
+/* The activations, as x / (1 + exp(k (x + c x^3))):
+ *   gelu_new:   0.5 x (1 + tanh(z)) = x sigmoid(2z) = x / (1 + exp(-2z)),
+ *               z = sqrt(2/pi) (x + 0.044715 x^3)
+ *   quick_gelu: x sigmoid(1.702 x) = x / (1 + exp(-1.702 x)) */
+#define GELU_NEW_K (-2.0f * 0.7978845608028654f)
+#define GELU_NEW_C 0.044715f
+#define QUICK_GELU_K (-1.702f)
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 /* glibc's vectorised expf (libmvec), 16 lanes, < 4 ulp.  The activations and
@@ -341,16 +349,52 @@ void attention_batch_forward(float *out, const float *qkv, float *scratch,
     ll_parallel(attention_part, &a, parts < 1 ? 1 : (int)parts);
 }
 
-/* 0.5 x (1 + tanh(z)) = x sigmoid(2z) = x / (1 + exp(-2z)),
- * z = sqrt(2/pi) (x + 0.044715 x^3) */
-void gelu_new_forward(float *x, long n) {
-    x_sigmoid_parallel(x, n, -2.0f * 0.7978845608028654f, 0.044715f);
-}
+void gelu_new_forward(float *x, long n) { x_sigmoid_parallel(x, n, GELU_NEW_K, GELU_NEW_C); }
 
-/* x sigmoid(1.702 x) = x / (1 + exp(-1.702 x)) */
-void quick_gelu_forward(float *x, long n) { x_sigmoid_parallel(x, n, -1.702f, 0.0f); }
+void quick_gelu_forward(float *x, long n) { x_sigmoid_parallel(x, n, QUICK_GELU_K, 0.0f); }
 
 void residual_forward(float *x, const float *y, long n) {
     residual_ctx r = {x, y, n};
     ll_parallel(residual_part, &r, parts_for(n));
+}
+
+/* ------------------------------------------------- products with an epilogue */
+
+/* The activation on a region of the product: row by row, through the
+ * same vector code as gelu_new_forward / quick_gelu_forward (a value's
+ * result never depends on where it sits). */
+static void sigmoid_region(void *ctx, float *out, long ldo, int row0, int rows, int col0,
+                           int cols) {
+    const float *kc = ctx; /* {k, c} */
+    for (int r = 0; r < rows; r++) x_sigmoid_forward(out + r * ldo, cols, kc[0], kc[1]);
+}
+
+static void add_row(float *restrict x, const float *restrict y, int n) {
+    for (int i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void residual_region(void *ctx, float *out, long ldo, int row0, int rows, int col0,
+                            int cols) {
+    float *x = (float *)ctx + row0 * ldo + col0; /* x has out's shape */
+    for (int r = 0; r < rows; r++) add_row(x + r * ldo, out + r * ldo, cols);
+}
+
+int matmul_gelu_new_forward(float *out, const float *inp, const ll_packed *W,
+                            const float *bias, int N) {
+    float kc[2] = {GELU_NEW_K, GELU_NEW_C};
+    ll_epilogue e = {sigmoid_region, kc};
+    return ll_gemm_epi(out, inp, W, bias, N, &e);
+}
+
+int matmul_quick_gelu_forward(float *out, const float *inp, const ll_packed *W,
+                              const float *bias, int N) {
+    float kc[2] = {QUICK_GELU_K, 0.0f};
+    ll_epilogue e = {sigmoid_region, kc};
+    return ll_gemm_epi(out, inp, W, bias, N, &e);
+}
+
+int matmul_residual_forward(float *x, float *y, const float *inp, const ll_packed *W,
+                            const float *bias, int N) {
+    ll_epilogue e = {residual_region, x};
+    return ll_gemm_epi(y, inp, W, bias, N, &e);
 }

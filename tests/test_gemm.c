@@ -46,7 +46,7 @@ static void test_against_reference(void **state) {
      * k over several chunks with a partial one, more rows than a chunk */
     const int shapes[][3] = {{1, 1, 1},    {1, 64, 32},   {3, 64, 96},    {7, 100, 33},
                              {8, 257, 64}, {9, 513, 17},  {17, 300, 200}, {64, 64, 192},
-                             {129, 96, 40}, {130, 520, 70}, {300, 33, 65}};
+                             {129, 96, 40}, {130, 520, 70}, {140, 1700, 40}, {300, 33, 65}};
     unsigned seed = 7;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
@@ -104,7 +104,8 @@ static void rows_and_threads_invariant(ll_weight_type dtype, int K, int N, int M
 
 static void test_rows_and_threads_invariant(void **state) {
     (void)state;
-    rows_and_threads_invariant(LL_WEIGHTS_F32, 600, 3 * 96 + 5, 200);
+    /* K = 1000: over 128 rows, k is cut into two chunks (gemm.c's KC) */
+    rows_and_threads_invariant(LL_WEIGHTS_F32, 1000, 3 * 96 + 5, 200);
 }
 
 /* The [out, in] layout (nn.Linear) and columns joined from several matrices

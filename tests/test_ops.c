@@ -3,8 +3,10 @@
  * ll_parallel runs every part exactly once, on as many threads as asked
  * for; layer norm, the activations, the residual add and the attention of a
  * packed batch give the very same bits on 1, 2 and 3 threads, and agree with
- * a double-precision reference.  The fixtures' tiny models are too small to
- * be split at all, so the shapes here are the real models' widths. */
+ * a double-precision reference; the products with the activation or the
+ * residual sum inside give the bits of the two separate steps.  The
+ * fixtures' tiny models are too small to be split at all, so the shapes
+ * here are the real models' widths. */
 #include "testutil.h"
 
 #include <math.h>
@@ -143,6 +145,62 @@ static void test_elementwise_steps(void **state) {
     free(x), free(y), free(w), free(b);
 }
 
+/* A product with its activation or residual sum inside (ops.h) gives the
+ * very bits of the product followed by the separate step: both weight
+ * formats, both bf16 kernels (up to 16 rows and more), a partial panel,
+ * k cut into chunks (K = 800 over 128 rows: the epilogue must see only
+ * final sums), on 1, 2 and 3 threads. */
+static void fused_same_as_separate(ll_weight_type dtype, int M, int K, int N, unsigned seed) {
+    float *inp = tu_rand_floats((size_t)M * K, &seed, 2.0f);
+    float *Wm = tu_rand_floats((size_t)K * N, &seed, 0.1f);
+    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
+    float *x0 = tu_rand_floats((size_t)M * N, &seed, 3.0f);
+    size_t n = (size_t)M * N, bytes = n * sizeof(float);
+    float *want = malloc(bytes), *got = malloc(bytes), *xw = copy(x0, n), *y = malloc(bytes);
+    assert_non_null(want), assert_non_null(got), assert_non_null(y);
+    ll_packed W;
+    assert_int_equal(ll_pack_weights(&W, Wm, K, N, dtype), 0);
+    for (int act = 0; act < 2; act++) {
+        assert_int_equal(matmul_forward(want, inp, &W, bias, M), 0);
+        if (act == 0) gelu_new_forward(want, (long)n);
+        else quick_gelu_forward(want, (long)n);
+        for (int t = 1; t <= 3; t++) {
+            ll_pool_set_threads(t);
+            memset(got, 0, bytes);
+            assert_int_equal(act == 0 ? matmul_gelu_new_forward(got, inp, &W, bias, M)
+                                      : matmul_quick_gelu_forward(got, inp, &W, bias, M), 0);
+            if (memcmp(got, want, bytes))
+                fail_msg("%s %s M=%d K=%d N=%d, %d threads: fused activation differs",
+                         ll_weight_type_name(dtype), act ? "quick_gelu" : "gelu_new", M, K, N, t);
+        }
+        ll_pool_set_threads(1);
+    }
+    assert_int_equal(matmul_forward(want, inp, &W, bias, M), 0);
+    residual_forward(xw, want, (long)n);
+    for (int t = 1; t <= 3; t++) {
+        ll_pool_set_threads(t);
+        float *x = copy(x0, n);
+        assert_int_equal(matmul_residual_forward(x, y, inp, &W, bias, M), 0);
+        if (memcmp(x, xw, bytes) || memcmp(y, want, bytes))
+            fail_msg("%s M=%d K=%d N=%d, %d threads: fused residual differs",
+                     ll_weight_type_name(dtype), M, K, N, t);
+        free(x);
+    }
+    ll_pool_set_threads(1);
+    ll_packed_free(&W);
+    free(inp), free(Wm), free(bias), free(x0), free(want), free(got), free(xw), free(y);
+}
+
+static void test_fused_products(void **state) {
+    (void)state;
+    const int shapes[][3] = {{1, 64, 40}, {9, 200, 103}, {16, 130, 64}, {17, 200, 103},
+                             {203, 800, 3 * 32 + 7}};
+    for (int d = 0; d < 2; d++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            fused_same_as_separate(d ? LL_WEIGHTS_BF16 : LL_WEIGHTS_F32, shapes[i][0],
+                                   shapes[i][1], shapes[i][2], 100 + (unsigned)i);
+}
+
 /* Attention of one head of one sequence in double. */
 static void attention_ref(double *out, const float *qkv, int T, int h) {
     int hd = C / NH, ld = 3 * C;
@@ -218,6 +276,7 @@ int main(void) {
         cmocka_unit_test(test_parallel_parts),
         cmocka_unit_test(test_elementwise_steps),
         cmocka_unit_test(test_attention_batch),
+        cmocka_unit_test(test_fused_products),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

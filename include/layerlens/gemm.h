@@ -58,6 +58,23 @@ size_t ll_packed_bytes(const ll_packed *p);
 int ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
             int M);
 
+/* What a product does to its outputs once they are final, one region at
+ * a time while the region is still in the caches, rather than in a
+ * separate pass that reads and writes the whole matrix from memory again
+ * (an activation, a residual sum).  fn(ctx, out, ldo, row0, rows, col0,
+ * cols): out points at element (row0, col0) of the product, rows apart by
+ * ldo floats; a region is at most 128 rows x one thread's share of the
+ * columns.  Regions are disjoint, each is passed once, on any of the
+ * product's threads. */
+typedef struct ll_epilogue {
+    void (*fn)(void *ctx, float *out, long ldo, int row0, int rows, int col0, int cols);
+    void *ctx;
+} ll_epilogue;
+
+/* ll_gemm, then epi (may be NULL) on every tile of out. */
+int ll_gemm_epi(float *out, const float *inp, const ll_packed *W, const float *bias,
+                int M, const ll_epilogue *epi);
+
 /* float32 -> bfloat16, rounded to nearest even (as VCVTNE2PS2BF16: NaN
  * stays NaN). */
 uint16_t ll_bf16_round(float x);

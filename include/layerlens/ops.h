@@ -29,6 +29,21 @@ void layernorm_forward(float *out, const float *inp, const float *w,
 int matmul_forward(float *out, const float *inp, const ll_packed *W,
                    const float *bias, int N);
 
+/* Products whose outputs go straight into the next step: each tile of
+ * the product is finished while still in L1 (gemm.h's epilogue) instead of
+ * by a second pass over the whole matrix.  The same bits as the two calls
+ * they stand for:
+ *   matmul_gelu_new_forward    = matmul_forward(out, ...); gelu_new_forward(out, N * OUT)
+ *   matmul_quick_gelu_forward  = matmul_forward(out, ...); quick_gelu_forward(out, N * OUT)
+ *   matmul_residual_forward    = matmul_forward(y, ...);   residual_forward(x, y, N * OUT)
+ * (y [N][OUT] receives the product, x [N][OUT] the sum). */
+int matmul_gelu_new_forward(float *out, const float *inp, const ll_packed *W,
+                            const float *bias, int N);
+int matmul_quick_gelu_forward(float *out, const float *inp, const ll_packed *W,
+                              const float *bias, int N);
+int matmul_residual_forward(float *x, float *y, const float *inp, const ll_packed *W,
+                            const float *bias, int N);
+
 /* Causal multi-head self-attention of ONE sequence.
  * qkv: [T][3C] (q | k | v, head h = features [h*C/NH, (h+1)*C/NH) of each);
  * out: [T][C] heads concatenated; scratch: at least T*T floats.
