@@ -57,29 +57,58 @@ void position_add_forward(float *x, const int32_t *pos, const float *wpe, int N,
 }
 
 #ifdef __AVX512F__
-/* Sums in double, 8 lanes at a time (the scalar loops were 3% of a block). */
+/* Sums in double, 8 lanes at a time in four independent chains (one chain
+ * waited on each add's latency: 3% of a block, with the scalar output loop
+ * below). */
 static double row_sum(const float *x, int C) {
-    __m512d a = _mm512_setzero_pd();
+    __m512d a[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                    _mm512_setzero_pd()};
     int c = 0;
-    for (; c + 8 <= C; c += 8) a = _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_loadu_ps(x + c)));
-    double s = _mm512_reduce_add_pd(a);
+    for (; c + 32 <= C; c += 32)
+        for (int u = 0; u < 4; u++)
+            a[u] = _mm512_add_pd(a[u], _mm512_cvtps_pd(_mm256_loadu_ps(x + c + 8 * u)));
+    for (; c + 8 <= C; c += 8) a[0] = _mm512_add_pd(a[0], _mm512_cvtps_pd(_mm256_loadu_ps(x + c)));
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a[0], a[1]),
+                                                  _mm512_add_pd(a[2], a[3])));
     for (; c < C; c++) s += x[c];
     return s;
 }
 
 static double row_sq_dev(const float *x, int C, float mean) {
-    __m512d a = _mm512_setzero_pd(), m = _mm512_set1_pd(mean);
+    __m512d a[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                    _mm512_setzero_pd()};
+    __m512d m = _mm512_set1_pd(mean);
     int c = 0;
+    for (; c + 32 <= C; c += 32)
+        for (int u = 0; u < 4; u++) {
+            __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + c + 8 * u)), m);
+            a[u] = _mm512_fmadd_pd(d, d, a[u]);
+        }
     for (; c + 8 <= C; c += 8) {
         __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + c)), m);
-        a = _mm512_fmadd_pd(d, d, a);
+        a[0] = _mm512_fmadd_pd(d, d, a[0]);
     }
-    double s = _mm512_reduce_add_pd(a);
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a[0], a[1]),
+                                                  _mm512_add_pd(a[2], a[3])));
     for (; c < C; c++) {
         double d = x[c] - mean;
         s += d * d;
     }
     return s;
+}
+
+/* o = (x - mean) * rstd * w + b, three roundings as written (no fused
+ * multiply-add, like the scalar loop in a portable build) */
+static void normalize_row(float *o, const float *x, const float *w, const float *b, int C,
+                          float mean, float rstd) {
+    __m512 vm = _mm512_set1_ps(mean), vr = _mm512_set1_ps(rstd);
+    for (int c = 0; c < C; c += 16) {
+        __mmask16 k = lanes(C - c);
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm), vr);
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, w + c)),
+                          _mm512_maskz_loadu_ps(k, b + c));
+        _mm512_mask_storeu_ps(o + c, k, v);
+    }
 }
 #else
 static double row_sum(const float *x, int C) {
@@ -96,20 +125,24 @@ static double row_sq_dev(const float *x, int C, float mean) {
     }
     return s;
 }
+
+static void normalize_row(float *o, const float *x, const float *w, const float *b, int C,
+                          float mean, float rstd) {
+    for (int c = 0; c < C; c++) o[c] = (x[c] - mean) * rstd * w[c] + b[c];
+}
 #endif
 
 static void layernorm_rows(float *out, const float *inp, const float *w,
                            const float *b, int n0, int n1, int C, float eps) {
     for (int n = n0; n < n1; n++) {
         const float *x = inp + (long)n * C;
-        float *o = out + (long)n * C;
         /* Two passes in double: the mean first, then the variance around
          * it, so rows with a large common offset lose no precision. */
         double sum = row_sum(x, C);
         float mean = (float)(sum / C);
         double sq = row_sq_dev(x, C, mean);
         float rstd = (float)(1.0 / sqrt(sq / C + eps));
-        for (int c = 0; c < C; c++) o[c] = (x[c] - mean) * rstd * w[c] + b[c];
+        normalize_row(out + (long)n * C, x, w, b, C, mean, rstd);
     }
 }
 
@@ -120,14 +153,17 @@ int matmul_forward(float *out, const float *inp, const ll_packed *W,
 
 /* Row-wise softmax of the causal part (columns 0..i) of an [T][T] score
  * matrix; the masked part is set to 0 so it can enter the next GEMM. */
+#ifdef __AVX512F__
 static void causal_softmax(float *s, int T) {
     for (int i = 0; i < T; i++) {
         float *row = s + (long)i * T;
-        float max = row[0];
-        for (int j = 1; j <= i; j++)
-            if (row[j] > max) max = row[j];
-#ifdef __AVX512F__
-        __m512 vmax = _mm512_set1_ps(max), vsum = _mm512_setzero_ps();
+        /* 16 lanes at a time, masked to the causal part, then zeros */
+        __m512 vmax = _mm512_set1_ps(row[0]), vsum = _mm512_setzero_ps();
+        for (int j = 0; j <= i; j += 16) {
+            __mmask16 m = lanes(i + 1 - j);
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, row + j));
+        }
+        vmax = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
         for (int j = 0; j <= i; j += 16) {
             __mmask16 m = lanes(i + 1 - j);
             __m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), vmax));
@@ -135,19 +171,32 @@ static void causal_softmax(float *s, int T) {
             _mm512_mask_storeu_ps(row + j, m, e);
             vsum = _mm512_add_ps(vsum, e);
         }
-        float sum = _mm512_reduce_add_ps(vsum);
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+        for (int j = 0; j < T; j += 16) {
+            __mmask16 m = lanes(T - j), keep = lanes(i + 1 - j < 0 ? 0 : i + 1 - j);
+            _mm512_mask_storeu_ps(row + j, m,
+                                  _mm512_maskz_mul_ps(keep, _mm512_maskz_loadu_ps(keep, row + j), inv));
+        }
+    }
+}
 #else
+static void causal_softmax(float *s, int T) {
+    for (int i = 0; i < T; i++) {
+        float *row = s + (long)i * T;
+        float max = row[0];
+        for (int j = 1; j <= i; j++)
+            if (row[j] > max) max = row[j];
         float sum = 0;
         for (int j = 0; j <= i; j++) {
             row[j] = expf(row[j] - max);
             sum += row[j];
         }
-#endif
         float inv = 1.0f / sum;
         for (int j = 0; j <= i; j++) row[j] *= inv;
         for (int j = i + 1; j < T; j++) row[j] = 0.0f;
     }
 }
+#endif
 
 /* Short sequences (single words, short phrases) are the common case: there
  * the two GEMM calls per head cost more in call overhead than in
@@ -168,13 +217,27 @@ static float dot(const float *a, const float *b, int n) {
     return _mm512_reduce_add_ps(acc);
 }
 
-/* o[d] += p * v[d] */
-static void axpy(float *o, float p, const float *v, int n) {
-    __m512 vp = _mm512_set1_ps(p);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = lanes(n - i);
-        __m512 r = _mm512_fmadd_ps(vp, _mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, o + i));
-        _mm512_mask_storeu_ps(o + i, m, r);
+/* o[d] = sum_j p[j] v[j ld + d] for j < n (in increasing j, one FMA
+ * each), 64 features at a time in four independent sums held in registers
+ * (an o[] += p v[] per j waited on its own store and load) */
+static void weighted_sum(float *o, const float *p, int n, const float *v, long ld, int hd) {
+    for (int d = 0; d < hd; d += 64) {
+        __mmask16 m0 = lanes(hd - d), m1 = lanes(hd - d - 16 < 0 ? 0 : hd - d - 16);
+        __mmask16 m2 = lanes(hd - d - 32 < 0 ? 0 : hd - d - 32);
+        __mmask16 m3 = lanes(hd - d - 48 < 0 ? 0 : hd - d - 48);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < n; j++) {
+            const float *vj = v + (long)j * ld + d;
+            __m512 pj = _mm512_set1_ps(p[j]);
+            a0 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m0, vj), a0);
+            a1 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m1, vj + 16), a1);
+            a2 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m2, vj + 32), a2);
+            a3 = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m3, vj + 48), a3);
+        }
+        _mm512_mask_storeu_ps(o + d, m0, a0);
+        _mm512_mask_storeu_ps(o + d + 16, m1, a1);
+        _mm512_mask_storeu_ps(o + d + 32, m2, a2);
+        _mm512_mask_storeu_ps(o + d + 48, m3, a3);
     }
 }
 #else
@@ -184,8 +247,10 @@ static float dot(const float *a, const float *b, int n) {
     return acc;
 }
 
-static void axpy(float *o, float p, const float *v, int n) {
-    for (int i = 0; i < n; i++) o[i] += p * v[i];
+static void weighted_sum(float *o, const float *p, int n, const float *v, long ld, int hd) {
+    for (int d = 0; d < hd; d++) o[d] = 0.0f;
+    for (int j = 0; j < n; j++)
+        for (int d = 0; d < hd; d++) o[d] += p[j] * v[(long)j * ld + d];
 }
 #endif
 
@@ -202,12 +267,9 @@ static void attention_head(float *out, const float *qkv, float *scratch, int T,
                 row[j] = scale * dot(q, qkv + (long)j * ld + C + h * hd, hd);
         }
         causal_softmax(scratch, T);
-        for (int i = 0; i < T; i++) {
-            float *o = out + (long)i * C + h * hd;
-            const float *p = scratch + (long)i * T;
-            for (int d = 0; d < hd; d++) o[d] = 0.0f;
-            for (int j = 0; j <= i; j++) axpy(o, p[j], qkv + (long)j * ld + 2 * C + h * hd, hd);
-        }
+        for (int i = 0; i < T; i++)
+            weighted_sum(out + (long)i * C + h * hd, scratch + (long)i * T, i + 1,
+                         qkv + 2 * C + h * hd, ld, hd);
         return;
     }
     const float *q = qkv + h * hd;
