@@ -234,7 +234,10 @@ def main():
             for r in (w5[(m, conf)] or {}).get("rows", []):
                 p(f"| 5. engine, {r['batch_tokens']}-token packed batches, {label} (GFLOP/s) | {m} | "
                   f"{fmt(r['gflops'])} | | | | | {fmt(100 * r['gflops'] / r['sgemm_gflops'], 0)}% "
-                  f"of {fmt(r['sgemm_gflops'])} (12 layers); "
+                  f"of {fmt(r['sgemm_gflops'])} (12 layers"
+                  + (f", rounds {fmt(100 * r['round_ratio_min'], 0)}-{fmt(100 * r['round_ratio_max'], 0)}%"
+                     if r.get("round_ratio_min") else "")
+                  + "); "
                   + (f"{fmt(100 * r['gflops'] / r['sgemm_hot_gflops'], 0)}% of "
                      f"{fmt(r['sgemm_hot_gflops'])} (hot)" if r.get("sgemm_hot_gflops") else "-")
                   + " |")
