@@ -71,7 +71,7 @@ typedef struct ll_epilogue {
     void *ctx;
 } ll_epilogue;
 
-/* ll_gemm, then epi (may be NULL) on every tile of out. */
+/* ll_gemm, then epi (may be NULL) on every region of out. */
 int ll_gemm_epi(float *out, const float *inp, const ll_packed *W, const float *bias,
                 int M, const ll_epilogue *epi);
 
