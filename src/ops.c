@@ -352,6 +352,11 @@ static void x_sigmoid_parallel(float *x, long n, float k, float c) {
     ll_parallel(sigmoid_part, &a, parts_for(n));
 }
 
+/* x[i] += y[i] */
+static void add_row(float *restrict x, const float *restrict y, long n) {
+    for (long i = 0; i < n; i++) x[i] += y[i];
+}
+
 typedef struct residual_ctx {
     float *x;
     const float *y;
@@ -362,7 +367,7 @@ static void residual_part(void *ctx, int p, int parts) {
     const residual_ctx *r = ctx;
     long lo, hi;
     part_range(r->n, p, parts, &lo, &hi);
-    for (long i = lo; i < hi; i++) r->x[i] += r->y[i];
+    add_row(r->x + lo, r->y + lo, hi - lo);
 }
 
 typedef struct attention_ctx {
@@ -431,28 +436,27 @@ static void sigmoid_region(void *ctx, float *out, long ldo, int row0, int rows, 
     for (int r = 0; r < rows; r++) x_sigmoid_forward(out + r * ldo, cols, kc[0], kc[1]);
 }
 
-static void add_row(float *restrict x, const float *restrict y, int n) {
-    for (int i = 0; i < n; i++) x[i] += y[i];
-}
-
 static void residual_region(void *ctx, float *out, long ldo, int row0, int rows, int col0,
                             int cols) {
     float *x = (float *)ctx + row0 * ldo + col0; /* x has out's shape */
     for (int r = 0; r < rows; r++) add_row(x + r * ldo, out + r * ldo, cols);
 }
 
-int matmul_gelu_new_forward(float *out, const float *inp, const ll_packed *W,
-                            const float *bias, int N) {
-    float kc[2] = {GELU_NEW_K, GELU_NEW_C};
+static int matmul_sigmoid_forward(float *out, const float *inp, const ll_packed *W,
+                                  const float *bias, int N, float k, float c) {
+    float kc[2] = {k, c};
     ll_epilogue e = {sigmoid_region, kc};
     return ll_gemm_epi(out, inp, W, bias, N, &e);
 }
 
+int matmul_gelu_new_forward(float *out, const float *inp, const ll_packed *W,
+                            const float *bias, int N) {
+    return matmul_sigmoid_forward(out, inp, W, bias, N, GELU_NEW_K, GELU_NEW_C);
+}
+
 int matmul_quick_gelu_forward(float *out, const float *inp, const ll_packed *W,
                               const float *bias, int N) {
-    float kc[2] = {QUICK_GELU_K, 0.0f};
-    ll_epilogue e = {sigmoid_region, kc};
-    return ll_gemm_epi(out, inp, W, bias, N, &e);
+    return matmul_sigmoid_forward(out, inp, W, bias, N, QUICK_GELU_K, 0.0f);
 }
 
 int matmul_residual_forward(float *x, float *y, const float *inp, const ll_packed *W,

@@ -65,7 +65,7 @@ void gelu_new_forward(float *x, long n);
 /* CLIP's quick_gelu: x * sigmoid(1.702 x). */
 void quick_gelu_forward(float *x, long n);
 
-/* x += y  (n floats) */
+/* x += y  (n floats; x and y do not overlap) */
 void residual_forward(float *x, const float *y, long n);
 
 #endif
