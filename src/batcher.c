@@ -217,12 +217,20 @@ static void *worker_main(void *p) {
     ll_batch_item **batch = malloc(sizeof *batch * cap);
     ll_batch_item **dropped = malloc(sizeof *dropped * cap);
 
+    int ran = 0; /* a batch since the last idle call */
     pthread_mutex_lock(&b->mu);
     for (;;) {
         int64_t wake;
         int li = due_lane(b, ll_now_us(), &wake);
         if (li < 0) {
             if (b->stopping && !any_queued(b)) break;
+            if (wake < 0 && ran && b->opts.worker_idle) {
+                ran = 0;
+                pthread_mutex_unlock(&b->mu);
+                b->opts.worker_idle(b->opts.worker_ctx, state);
+                pthread_mutex_lock(&b->mu);
+                continue; /* something may have come meanwhile */
+            }
             if (wake < 0) pthread_cond_wait(&b->cv, &b->mu);
             else timed_wait(b, wake);
             continue;
@@ -235,7 +243,7 @@ static void *worker_main(void *p) {
         pthread_mutex_unlock(&b->mu);
         for (int i = 0; i < nd; i++)
             if (l->drop) l->drop(l->ctx, dropped[i]);
-        if (n > 0) l->run(l->ctx, state, batch, n);
+        if (n > 0) l->run(l->ctx, state, batch, n), ran = 1;
         pthread_mutex_lock(&b->mu);
         if (n > 0) b->running--, l->running--;
     }

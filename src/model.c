@@ -325,12 +325,21 @@ struct ll_workspace {
     float *x, *ln, *qkv, *att, *fc; /* [N][C] [N][C] [N][3C] [N][C] [N][max(F,C)] */
     int32_t *ids, *pos;
     float *scores;
+    void *spare;        /* the block of the last states freed (model.h) */
+    size_t spare_bytes;
 };
 
 ll_workspace *ll_workspace_new(void) { return calloc(1, sizeof(ll_workspace)); }
 
+void ll_workspace_trim(ll_workspace *ws) {
+    if (!ws) return;
+    free(ws->spare);
+    ws->spare = NULL, ws->spare_bytes = 0;
+}
+
 void ll_workspace_free(ll_workspace *ws) {
     if (!ws) return;
+    ll_workspace_trim(ws);
     free(ws->x), free(ws->ln), free(ws->qkv), free(ws->att), free(ws->fc);
     free(ws->ids), free(ws->pos), free(ws->scores);
     free(ws);
@@ -372,16 +381,63 @@ static int workspace_reserve(ll_workspace *ws, size_t N, size_t C, size_t F,
     return 0;
 }
 
+/* The block goes back to its workspace for the next pass, unless the
+ * workspace already holds one (two states alive at once): then the smaller
+ * of the two is freed. */
 void ll_states_free(ll_states *s) {
     if (!s) return;
-    free(s->seq_start);
-    for (int l = 0; l <= LL_MAX_LAYERS; l++) free(s->layer[l]);
-    free(s->raw_last), free(s->final), free(s->pooled), free(s->projected);
+    ll_workspace *ws = s->owner;
+    if (ws && s->block) {
+        if (ws->spare && ws->spare_bytes >= s->block_bytes) {
+            free(s->block);
+        } else {
+            free(ws->spare);
+            ws->spare = s->block, ws->spare_bytes = s->block_bytes;
+        }
+    } else {
+        free(s->block);
+    }
     memset(s, 0, sizeof *s);
 }
 
-static float *alloc_rows(size_t rows, size_t C) {
-    return malloc((rows ? rows : 1) * C * sizeof(float));
+/* Room for n floats (or ints) in a states block, rounded up to a cache line
+ * so that every array starts on one. */
+static size_t block_part(size_t n) { return (n * sizeof(float) + 63) / 64 * 64; }
+
+/* Lays out every output the request asks for in one block, taken from the
+ * workspace's spare when it is large enough.  0, or -1 without memory. */
+static int states_alloc(ll_workspace *ws, ll_states *out, const ll_config *c,
+                        const ll_forward_req *req, int n_seq, size_t N) {
+    int is_gpt2 = c->arch == LL_ARCH_GPT2;
+    size_t NC = N * (size_t)c->width, bytes = block_part((size_t)n_seq + 1);
+    for (int l = 0; l <= c->n_layer; l++)
+        if (req->layers >> l & 1) bytes += block_part(NC);
+    int raw = is_gpt2 && req->want_raw_last, fin = !is_gpt2 && req->want_final;
+    int proj = !is_gpt2 && req->want_projected;
+    bytes += (raw ? block_part(NC) : 0) + (fin ? block_part(NC) : 0);
+    if (proj)
+        bytes += block_part((size_t)n_seq * c->width) + block_part((size_t)n_seq * c->proj_dim);
+    char *p;
+    if (ws->spare && ws->spare_bytes >= bytes) {
+        p = ws->spare;
+        bytes = ws->spare_bytes;
+        ws->spare = NULL, ws->spare_bytes = 0;
+    } else {
+        ll_workspace_trim(ws); /* too small: one block at a time is enough */
+        if (!(p = aligned_alloc(64, bytes))) return -1;
+    }
+    out->block = p, out->block_bytes = bytes, out->owner = ws;
+    out->seq_start = (int *)p;
+    p += block_part((size_t)n_seq + 1);
+    for (int l = 0; l <= c->n_layer; l++)
+        if (req->layers >> l & 1) out->layer[l] = (float *)p, p += block_part(NC);
+    if (raw) out->raw_last = (float *)p, p += block_part(NC);
+    if (fin) out->final = (float *)p, p += block_part(NC);
+    if (proj) {
+        out->pooled = (float *)p, p += block_part((size_t)n_seq * c->width);
+        out->projected = (float *)p;
+    }
+    return 0;
 }
 
 /* One pre-LN block on the packed rows: x = x + attn(ln1(x)); x = x + mlp(ln2(x)).
@@ -443,14 +499,6 @@ static int blocks_needed(const ll_config *c, const ll_forward_req *req) {
     return need;
 }
 
-static void copy_rows(float **dst, const float *src, size_t n, int *fail) {
-    if (!(*dst = alloc_rows(n, 1))) {
-        *fail = 1;
-        return;
-    }
-    memcpy(*dst, src, n * sizeof(float));
-}
-
 /* CLIP pools at the first end-of-text token, i.e. argmax of the ids (the end
  * token has the largest id), exactly as the original encode_text does. */
 static int argmax_id(const int32_t *ids, int T) {
@@ -472,8 +520,8 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         return ll_errorf(err, "out of memory for a batch of %ld tokens", N);
     out->n_seq = n_seq, out->n_tok = (int)N, out->width = C;
     out->proj_dim = c->proj_dim, out->n_layer = c->n_layer;
-    if (!(out->seq_start = malloc((n_seq + 1) * sizeof(int))))
-        return ll_errorf(err, "out of memory");
+    if (states_alloc(ws, out, c, req, n_seq, (size_t)N))
+        return ll_errorf(err, "out of memory for the states of %ld tokens", N);
     out->seq_start[0] = 0;
     for (int s = 0, r = 0; s < n_seq; s++) {
         for (int t = 0; t < seqs[s].len; t++, r++) {
@@ -502,21 +550,15 @@ static int forward_pass(const ll_model *m, ll_workspace *ws, const ll_seq *seqs,
         if (!(req->layers >> l & 1)) continue;
         if (is_gpt2 && l == c->n_layer) {
             /* GPT-2's hidden_states[L] is ln_f of the last block's output */
-            if (!(out->layer[l] = alloc_rows(NC, 1))) fail = 1;
-            else layernorm_forward(out->layer[l], ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
+            layernorm_forward(out->layer[l], ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
         } else {
-            copy_rows(&out->layer[l], ws->x, NC, &fail);
+            memcpy(out->layer[l], ws->x, NC * sizeof(float));
         }
     }
-    if (!fail && is_gpt2 && req->want_raw_last) copy_rows(&out->raw_last, ws->x, NC, &fail);
-    if (!fail && !is_gpt2 && req->want_final) {
-        if (!(out->final = alloc_rows(NC, 1))) fail = 1;
-        else layernorm_forward(out->final, ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
-    }
-    if (!fail && !is_gpt2 && req->want_projected) {
-        out->pooled = alloc_rows(n_seq, C);
-        out->projected = alloc_rows(n_seq, c->proj_dim);
-        if (!out->pooled || !out->projected) fail = 1;
+    if (!fail && out->raw_last) memcpy(out->raw_last, ws->x, NC * sizeof(float));
+    if (!fail && out->final)
+        layernorm_forward(out->final, ws->x, m->lnf_w, m->lnf_b, (int)N, C, c->ln_eps);
+    if (!fail && out->projected) {
         for (int s = 0; s < n_seq && !fail; s++) {
             int r = out->seq_start[s] + argmax_id(seqs[s].ids, seqs[s].len);
             float *pooled = out->pooled + (long)s * C;

@@ -14,7 +14,9 @@
  *   workers   (batcher.c) run packed forward passes, hand each sequence's
  *             states to its job (collect), and the worker that completes a
  *             job builds its response (finish) and resumes the connection.
- *             Each worker owns one ll_workspace.
+ *             Each worker owns one ll_workspace, and with it the block of
+ *             its last pass's states, which it gives back when it goes
+ *             idle (worker_idle).
  *   helpers   (pool.c) compute parts of a step (a product's columns,
  *             attention's heads, layer norm's rows) for a pass that runs
  *             alone; they own nothing and touch only the step's buffers,

@@ -381,6 +381,84 @@ static void test_forward_requests(void **state) {
     ll_model_free(m);
 }
 
+/* Every output of a and b (same request, same sequences) is bit-equal. */
+static void assert_same_states(const ll_config *cfg, const ll_states *a, const ll_states *b) {
+    size_t NC = (size_t)a->n_tok * cfg->width;
+    assert_int_equal(a->n_tok, b->n_tok);
+    assert_memory_equal(a->seq_start, b->seq_start, (a->n_seq + 1) * sizeof(int));
+    for (int l = 0; l <= cfg->n_layer; l++) assert_true(max_diff(a->layer[l], b->layer[l], NC) == 0.0);
+    if (cfg->arch == LL_ARCH_GPT2) {
+        assert_true(max_diff(a->raw_last, b->raw_last, NC) == 0.0);
+    } else {
+        assert_true(max_diff(a->final, b->final, NC) == 0.0);
+        assert_true(max_diff(a->pooled, b->pooled, (size_t)a->n_seq * cfg->width) == 0.0);
+        assert_true(max_diff(a->projected, b->projected, (size_t)a->n_seq * cfg->proj_dim) == 0.0);
+    }
+}
+
+/* A workspace hands the block of freed states to its next pass (model.h):
+ * the reused memory still holds the previous pass's numbers, and every
+ * output must be written over them; two states alive at once get two
+ * blocks; a trimmed workspace allocates again. */
+static void states_reuse(const char *model_rel, const char *ref_rel) {
+    ll_model *m = load(model_rel);
+    const ll_config *cfg = ll_model_config(m);
+    refset r;
+    refset_load(&r, ref_rel);
+    assert_true(r.n >= 2);
+    ll_workspace *ws = ll_workspace_new(), *fresh_ws = ll_workspace_new();
+    ll_states big, small, big2, fresh_big, fresh_small;
+    run(m, fresh_ws, r.seqs, r.n, &fresh_big);
+    run(m, fresh_ws, &r.seqs[1], 1, &fresh_small); /* a block of its own: fresh_big is alive */
+    assert_ptr_not_equal(fresh_small.block, fresh_big.block);
+
+    run(m, ws, r.seqs, r.n, &big);
+    assert_same_states(cfg, &big, &fresh_big);
+    void *big_block = big.block;
+    ll_states_free(&big);
+    run(m, ws, &r.seqs[1], 1, &small); /* fits in the freed block: reused */
+    assert_ptr_equal(small.block, big_block);
+    assert_same_states(cfg, &small, &fresh_small);
+    run(m, ws, r.seqs, r.n, &big2); /* small is alive: a new block */
+    assert_ptr_not_equal(big2.block, small.block);
+    assert_same_states(cfg, &big2, &fresh_big);
+    ll_states_free(&small);
+    ll_states_free(&big2);
+
+    /* trimmed: a small pass gets a block of its own size; freed after a
+     * larger one, the larger block is the one kept */
+    ll_workspace_trim(ws);
+    run(m, ws, &r.seqs[1], 1, &small);
+    assert_same_states(cfg, &small, &fresh_small);
+    run(m, ws, r.seqs, r.n, &big);
+    assert_true(small.block_bytes < big.block_bytes);
+    big_block = big.block;
+    ll_states_free(&small);
+    ll_states_free(&big);
+    run(m, ws, r.seqs, r.n, &big2);
+    assert_ptr_equal(big2.block, big_block);
+    assert_same_states(cfg, &big2, &fresh_big);
+    ll_states_free(&big2);
+    run(m, ws, &r.seqs[1], 1, &small);
+    assert_same_states(cfg, &small, &fresh_small);
+
+    ll_states_free(&small);
+    ll_states_free(&fresh_small);
+    ll_states_free(&fresh_big);
+    ll_workspace_free(ws);
+    ll_workspace_free(fresh_ws);
+    refset_free(&r);
+    ll_model_free(m);
+}
+
+static void test_gpt2_states_reuse(void **state) {
+    states_reuse("fixtures/models/gpt2-tiny", "fixtures/reference/gpt2-tiny.json");
+}
+
+static void test_clip_states_reuse(void **state) {
+    states_reuse("fixtures/models/clip-tiny", "fixtures/reference/clip-tiny.json");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpt2_conformance),
@@ -389,6 +467,8 @@ int main(void) {
         cmocka_unit_test(test_clip_encode),
         cmocka_unit_test(test_encode_options),
         cmocka_unit_test(test_forward_requests),
+        cmocka_unit_test(test_gpt2_states_reuse),
+        cmocka_unit_test(test_clip_states_reuse),
         cmocka_unit_test(test_gpt2_bf16),
         cmocka_unit_test(test_clip_bf16),
     };

@@ -1,8 +1,8 @@
 /* test_server_batcher.c - the server's queue and worker pool with a fake
  * forward function: packing by tokens, the wait deadline, an idle batcher
  * starting at once, one batch at a time per lane, oversize items,
- * queue limits, cancellation, draining on stop, and many producers at once
- * (nothing lost, nothing run twice). */
+ * queue limits, cancellation, draining on stop, many producers at once
+ * (nothing lost, nothing run twice), and the idle call. */
 #include "testutil.h"
 
 #include <pthread.h>
@@ -35,6 +35,8 @@ typedef struct recorder {
     int worker_states;
     int64_t batch_start_us[MAX_RECORDED];
     useconds_t hold_us; /* each run lasts this long (a forward pass) */
+    int n_idle;         /* worker_idle calls */
+    void *run_state, *idle_state; /* the worker state each last saw */
 } recorder;
 
 static void rec_init(recorder *r) {
@@ -61,6 +63,7 @@ static void fake_run(void *ctx, void *state, ll_batch_item **items, int n) {
         r->batch_start_us[r->n_batches] = ll_now_us();
     }
     r->n_batches++;
+    r->run_state = state;
     useconds_t hold = r->hold_us;
     pthread_mutex_unlock(&r->mu);
     if (hold) usleep(hold);
@@ -207,6 +210,70 @@ static void test_idle_starts_at_once(void **state) {
     pthread_mutex_unlock(&r.mu);
     assert_true(second >= 250000);  /* not taken by the free worker at once */
     assert_true(second < 2000000);  /* but as soon as the first batch ended */
+    ll_batcher_free(b);
+}
+
+static void idle_record(void *ctx, void *state) {
+    recorder *r = ctx;
+    pthread_mutex_lock(&r->mu);
+    r->n_idle++;
+    r->idle_state = state;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int idle_calls(recorder *r) {
+    pthread_mutex_lock(&r->mu);
+    int n = r->n_idle;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+/* idle_calls once it reaches n, or after 3 s (slow sanitizer runs). */
+static int idle_calls_reach(recorder *r, int n) {
+    int64_t end = ll_now_us() + 3000000;
+    while (idle_calls(r) < n && ll_now_us() < end) usleep(1000);
+    return idle_calls(r);
+}
+
+/* worker_idle runs once after each busy period that ends with nothing
+ * queued, with the state of the worker that ran it: not before any batch,
+ * not between two batches when the second was already queued, not again
+ * while the worker stays idle. */
+static void test_idle_call(void **state) {
+    recorder r;
+    rec_init(&r);
+    r.hold_us = 200000;
+    ll_batcher_opts o = {.workers = 1, .max_batch_tokens = 4, .max_wait_us = 0,
+                         .max_queue = 64, .worker_init = state_init, .worker_free = state_free,
+                         .worker_idle = idle_record, .worker_ctx = &r};
+    ll_error err = {{0}};
+    ll_batcher *b = ll_batcher_new(&o, &err);
+    assert_non_null(b);
+    assert_int_equal(ll_batcher_add_lane(b, fake_run, fake_drop, &r, &err), 0);
+    assert_int_equal(ll_batcher_start(b, &err), 0);
+    usleep(50000);
+    assert_int_equal(idle_calls(&r), 0);
+
+    item its[3] = {0};
+    its[0].id = 0; its[0].base.n_tok = 4;
+    its[1].id = 1; its[1].base.n_tok = 4;
+    its[2].id = 2; its[2].base.n_tok = 4;
+    push_items(b, its, 2); /* two batches: the second is queued when the first ends */
+    wait_for_runs(&r, 2, 3000000); /* the second batch started: 200 ms to go */
+    usleep(100000);
+    assert_int_equal(idle_calls(&r), 0);
+    assert_int_equal(idle_calls_reach(&r, 1), 1);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.n_batches, 2);
+    assert_non_null(r.idle_state);
+    assert_ptr_equal(r.idle_state, r.run_state);
+    pthread_mutex_unlock(&r.mu);
+    usleep(100000);
+    assert_int_equal(idle_calls(&r), 1);
+
+    push_items(b, its + 2, 1);
+    wait_for_runs(&r, 3, 3000000);
+    assert_int_equal(idle_calls_reach(&r, 2), 2);
     ll_batcher_free(b);
 }
 
@@ -420,6 +487,7 @@ int main(void) {
         cmocka_unit_test(test_cancelled_dropped),
         cmocka_unit_test(test_many_producers),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_idle_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

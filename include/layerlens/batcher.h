@@ -76,6 +76,10 @@ typedef struct ll_batcher_opts {
      * (either may be NULL). */
     void *(*worker_init)(void *ctx, int index);
     void (*worker_free)(void *ctx, void *state);
+    /* Called on the worker's thread, without the lock, when it has run a
+     * batch and finds nothing queued: the time to give back memory kept for
+     * the next batch (may be NULL). */
+    void (*worker_idle)(void *ctx, void *state);
     void *worker_ctx;
 } ll_batcher_opts;
 

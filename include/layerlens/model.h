@@ -77,8 +77,11 @@ typedef struct ll_forward_req {
                            end token, argmax id) and its projection */
 } ll_forward_req;
 
+typedef struct ll_workspace ll_workspace;
+
 /* Output of one forward pass.  All sequences are packed one after the other:
- * rows seq_start[s] .. seq_start[s+1]-1 belong to sequence s. */
+ * rows seq_start[s] .. seq_start[s+1]-1 belong to sequence s.  Every array
+ * lives in one block of memory, freed by ll_states_free. */
 typedef struct ll_states {
     int n_seq, n_tok, width, proj_dim, n_layer;
     int *seq_start;                 /* [n_seq + 1] */
@@ -87,14 +90,26 @@ typedef struct ll_states {
     float *final;                   /* CLIP  [n_tok][width] */
     float *pooled;                  /* CLIP  [n_seq][width] */
     float *projected;               /* CLIP  [n_seq][proj_dim] */
+    /* private: the block and the workspace it goes back to when freed */
+    void *block;
+    size_t block_bytes;
+    ll_workspace *owner;
 } ll_states;
 
 /* Scratch memory of one thread; grows to the largest batch seen and is
- * reused, so steady-state forward passes allocate only their outputs.  One
+ * reused, so steady-state forward passes allocate nothing per token.  One
  * workspace may serve models of different widths in turn (a server worker
- * runs GPT-2 and CLIP batches). */
-typedef struct ll_workspace ll_workspace;
+ * runs GPT-2 and CLIP batches).
+ *
+ * It also keeps the block of the last states freed (ll_states_free) for the
+ * next pass: a pass's outputs (all 13 layers of 2,048 GPT-2 tokens are 81
+ * MB) then land in memory already mapped, instead of pages the kernel must
+ * fault in and zero on every pass, which cost about a tenth of a large
+ * pass on two threads.  So states must be freed on the workspace's thread
+ * and before the workspace; ll_workspace_trim gives the block back to the
+ * system (a server worker calls it when it goes idle). */
 ll_workspace *ll_workspace_new(void);
+void ll_workspace_trim(ll_workspace *ws);
 void ll_workspace_free(ll_workspace *ws);
 
 /* Runs the model on n_seq sequences packed into one [sum of lengths x width]
