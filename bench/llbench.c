@@ -18,6 +18,12 @@
  *       the profile: each operation of one block (ops.h, the functions the
  *       forward pass calls) timed on its own over N packed tokens in
  *       sequences of T tokens, as a share of the block's time.
+ *   llbench sgemm   --model DIR [--batch ROWS] [--workers W] [--threads T] [--seconds S]
+ *       the bound alone: cblas_sgemm on the model's GEMM shapes at ROWS rows
+ *       (default 256) for S seconds, with one layer's weights (hot in cache)
+ *       and then the model's layers in turn.  bench.sh measures it next to
+ *       each HTTP workload, so that the workload and its bound see the same
+ *       machine.
  *   llbench corename
  *       the OpenBLAS kernel family in use (the PyTorch peer gets the same).
  *   llbench forward --model DIR --ids FILE --batch B [--workers W] [--threads T]
@@ -644,6 +650,29 @@ static int cmd_engine(const args *a) {
     return 0;
 }
 
+/* The bound of the HTTP workloads, measured on its own (see the header). */
+static int cmd_sgemm(const args *a) {
+    if (!a->model) die("%s", "--model DIR is required");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", a->model);
+    ll_config c;
+    ll_error err = {{0}};
+    if (ll_config_load(path, &c, &err)) die("%s", err.msg);
+    openblas_set_num_threads(1);
+    int workers = a->workers < 1 ? 1 : a->workers > 64 ? 64 : a->workers;
+    sgemm_set sets[64];
+    for (int w = 0; w < workers; w++) sgemm_set_init(&sets[w], a->batch, c.width, c.ffn, c.n_layer);
+    double dummy = 0, h_dt = 0, g_dt = 0;
+    sgemm_run(sets, workers, a->threads, 1, 0, &dummy); /* warm-up */
+    double h_fl = sgemm_run(sets, workers, a->threads, 1, a->seconds * 2 / 3, &h_dt);
+    double g_fl = sgemm_run(sets, workers, a->threads, c.n_layer, a->seconds / 3, &g_dt);
+    for (int w = 0; w < workers; w++) sgemm_set_free(&sets[w]);
+    printf("{\"rows\":%d,\"workers\":%d,\"threads\":%d,\"seconds\":%.3f,"
+           "\"sgemm_hot_gflops\":%.3f,\"sgemm_gflops\":%.3f}\n",
+           a->batch, workers, a->threads, h_dt + g_dt, h_fl / h_dt / 1e9, g_fl / g_dt / 1e9);
+    return 0;
+}
+
 /* ------------------------------------------------------------ forward */
 
 static int cmp_double(const void *x, const void *y) {
@@ -958,7 +987,7 @@ int main(int argc, char **argv) {
     /* the same OpenBLAS kernels as `layerlens serve` (may re-execute) */
     ll_blas_select_kernels(argv);
     if (argc < 2) {
-        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops|ops|deviation|corename|bf16native "
+        fprintf(stderr, "usage: llbench prep|dump|engine|forward|flops|ops|deviation|sgemm|corename|bf16native "
                 "[options] (see llbench.c)\n");
         return 2;
     }
@@ -971,6 +1000,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(&a);
     if (!strcmp(cmd, "flops")) return cmd_flops(&a);
     if (!strcmp(cmd, "corename")) return cmd_corename();
+    if (!strcmp(cmd, "sgemm")) return cmd_sgemm(&a);
     if (!strcmp(cmd, "ops")) return cmd_ops(&a);
     if (!strcmp(cmd, "deviation")) return cmd_deviation(&a);
     if (!strcmp(cmd, "bf16native")) return cmd_bf16native();

@@ -161,9 +161,13 @@ def main():
     p("")
     p("Full-size random checkpoints (GPT-2 124M, CLIP ViT-B/32 text), float32; all runs use the "
       "token ids layerlens produced. Ratios > 1 mean layerlens is faster. "
-      "Bound = the workload's FLOPs at the same-run sgemm rate "
-      f"(GPT-2 shapes {fmt(sgemm['gpt2'])} GFLOP/s, CLIP shapes {fmt(sgemm['clip'])} GFLOP/s, "
-      "2 threads x 1, 256 rows, one layer's weights hot in cache). Workload 5 shows two sgemm "
+      "Bound = the workload's FLOPs at the same-run sgemm rate on the model's shapes "
+      "(2 threads x 1, 256 rows, one layer's weights hot in cache). For workloads 1 and 2 it is "
+      "measured next to the workload: the requests are sent in rounds, with sgemm timed before, "
+      "between and after them (the rate in brackets; the range is the rounds', each against the "
+      "mean of the sgemm just before and after it). Elsewhere it is workload 5's first row "
+      f"(GPT-2 shapes {fmt(sgemm['gpt2'])} GFLOP/s, CLIP shapes {fmt(sgemm['clip'])} GFLOP/s). "
+      "Workload 5 shows two sgemm "
       "rates: with the model's 12 layers of distinct weights, coming from memory as in a "
       "forward pass, and with one layer's, hot in cache.")
     p("")
@@ -178,12 +182,19 @@ def main():
         o = (load(res, f"ort-b64-{m}-{wl}.json") or {}).get("seqs_per_s")
         t = (load(res, f"torch-b64-{m}-{wl}.json") or {}).get("seqs_per_s")
         fl = flops[(m, wl)]
-        bound = None
-        if isinstance(ll, float) and fl and sgemm[m]:
+        bound, detail = None, ""
+        rate = (h or {}).get("sgemm_hot_gflops") or sgemm[m]
+        if isinstance(ll, float) and fl and rate:
             per_seq = (fl["linear_flops"] + fl["attention_flops"]) / fl["sequences"]
-            bound = 100.0 * ll * per_seq / (sgemm[m] * 1e9)
-        p(f"| {label} ({unit}) | {m} | {fmt(ll)} | {fmt(o)} | {fmt(t)} | {ratio(ll, o)} | "
-          f"{ratio(ll, t)} | {fmt(bound, 0) + '%' if bound else '-'} |")
+            bound = 100.0 * ll * per_seq / (rate * 1e9)
+            sg, rr = h.get("sgemm_rounds"), h.get("rounds_rps")
+            if sg and rr and len(sg) == len(rr) + 1:
+                per = [100.0 * x * per_seq / ((sg[i] + sg[i + 1]) / 2 * 1e9) for i, x in enumerate(rr)]
+                detail = f" ({min(per):.0f}-{max(per):.0f}; {fmt(rate)})" if len(per) > 1 else f" ({fmt(rate)})"
+        rounds = (h or {}).get("rounds_rps")
+        rr_txt = f" ({min(rounds):.0f}-{max(rounds):.0f})" if rounds and len(rounds) > 1 else ""
+        p(f"| {label} ({unit}) | {m} | {fmt(ll)}{rr_txt} | {fmt(o)} | {fmt(t)} | {ratio(ll, o)} | "
+          f"{ratio(ll, t)} | {fmt(bound, 0) + '%' + detail if bound else '-'} |")
 
     for m in models:
         rate_row("1. words, HTTP, 32 clients", m, "words", f"w1-words-{m}", "words/s")

@@ -29,8 +29,10 @@ export NODE_PATH=$PWD/$OUT/npm/node_modules
 
 if [ "$QUICK" = 1 ]; then
     N_WORDS=96 N_SENTS=96 N_STSB=192 N_LAT=20 ENGINE_S=0.5 ENGINE_TOKENS=256,2048
+    HTTP_ROUNDS=1 SGEMM_S=0.3
 else
     N_WORDS=1000 N_SENTS=1000 N_STSB=0 N_LAT=200 ENGINE_S=6 ENGINE_TOKENS=256,512,1024,2048
+    HTTP_ROUNDS=3 SGEMM_S=2
 fi
 CLIENTS=32
 THREADS=2 # the peers' thread count = the cores layerlens uses
@@ -122,28 +124,63 @@ start_server() {
 metrics() { curl -s "$URL/metrics" > "$1"; }
 
 # One HTTP workload: bodies file, clients, requests -> results/<name>.json
-# (with the server's batch metrics before and after it).
+# (with the server's batch metrics before and after it).  With a model and a
+# number of rounds, the requests are sent that many times over, and the
+# workload's sgemm bound is measured before, between and after the rounds:
+# the host's speed drifts by 10-25% within seconds, so a bound measured
+# minutes away (workload 5) can be off by as much.  The rate is the sum over
+# the rounds; each round's is kept.
 # A failed run is recorded as such ("failed": true in its JSON, shown in the
 # table); if the server died, its log is kept and a new one started, so the
 # remaining workloads still run.
-http_run() { # name bodies clients requests
-    metrics "$RES/$1.metrics-before"
-    if ! "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$2" --clients "$3" --requests "$4" \
-        --max-seconds 300 > "$RES/$1.json"; then
-        local why="errors"
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            why="server died"
-            cp "$OUT/server.log" "$RES/$1.server-died.log"
-            log "$1: THE SERVER DIED: $(grep -v 'layerlens: request' "$OUT/server.log" | tail -1)"
-            SERVER_PID=""
-            start_server
+http_run() { # name bodies clients requests [model rounds]
+    local name=$1 rounds=${6:-1} r
+    metrics "$RES/$name.metrics-before"
+    [ -n "${5:-}" ] && sgemm_bound "$5" "$RES/$name.sgemm-0.json"
+    for ((r = 1; r <= rounds; r++)); do
+        if ! "$LLLOAD" run --url "$URL/v1/embeddings" --bodies "$2" --clients "$3" --requests "$4" \
+            --max-seconds 300 > "$RES/$name.round-$r.json"; then
+            local why="errors"
+            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+                why="server died"
+                cp "$OUT/server.log" "$RES/$name.server-died.log"
+                log "$name: THE SERVER DIED: $(grep -v 'layerlens: request' "$OUT/server.log" | tail -1)"
+                SERVER_PID=""
+                start_server
+            fi
+            echo "{\"failed\":true,\"why\":\"$why\"}" > "$RES/$name.json"
+            log "$name failed: $why"
+            return 0
         fi
-        echo "{\"failed\":true,\"why\":\"$why\"}" > "$RES/$1.json"
-        log "$1 failed: $why"
-        return 0
-    fi
-    metrics "$RES/$1.metrics-after"
-    log "$1: $(cat "$RES/$1.json")"
+        [ -n "${5:-}" ] && sgemm_bound "$5" "$RES/$name.sgemm-$r.json"
+    done
+    metrics "$RES/$name.metrics-after"
+    $PY - "$RES" "$name" "$rounds" > "$RES/$name.json" <<'PYEOF'
+import json, os, sys
+res, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+runs = [json.load(open(os.path.join(res, f"{name}.round-{r}.json"))) for r in range(1, rounds + 1)]
+out = dict(runs[0])  # latency percentiles: the first round
+out["requests"] = sum(r["requests"] for r in runs)
+out["errors"] = sum(r["errors"] for r in runs)
+out["seconds"] = sum(r["seconds"] for r in runs)
+out["rps"] = out["requests"] / out["seconds"]
+out["rounds_rps"] = [r["rps"] for r in runs]
+sg = [os.path.join(res, f"{name}.sgemm-{r}.json") for r in range(rounds + 1)]
+if all(os.path.exists(p) for p in sg):
+    hot = [json.load(open(p))["sgemm_hot_gflops"] for p in sg]
+    out["sgemm_rounds"] = hot  # before, between and after the rounds
+    out["sgemm_hot_gflops"] = sum(hot) / len(hot)
+print(json.dumps(out))
+PYEOF
+    log "$name: $(cat "$RES/$name.json")"
+}
+
+# The bound of an HTTP workload, measured next to it (before, between and
+# after its rounds, the server idle): cblas_sgemm on the model's shapes, 256
+# rows, 2 threads x 1, one layer's weights hot in cache.
+sgemm_bound() { # model out.json
+    "$LLBENCH" sgemm --model "$WEIGHTS/$1" --batch 256 --workers 2 --threads 1 \
+        --seconds "$SGEMM_S" > "$2"
 }
 
 # Workload 3: a full STS-B evaluation through /v1/evaluate, if the service
@@ -248,9 +285,10 @@ for m in gpt2 clip; do # warm-up (pages the weights in, grows the workspaces); n
         --requests 128 > /dev/null || die "warm-up requests failed"
 done
 for m in gpt2 clip; do
-    http_run "w1-words-$m" "$DATA/$m-words.jsonl" "$CLIENTS" "$N_WORDS"
+    # workloads 1 and 2: each in rounds of every text, with its bound between
+    http_run "w1-words-$m" "$DATA/$m-words.jsonl" "$CLIENTS" "$N_WORDS" "$m" "$HTTP_ROUNDS"
     http_run "w1-words-all-layers-$m" "$DATA/$m-words.all.jsonl" "$CLIENTS" "$N_WORDS"
-    http_run "w2-sentences-$m" "$DATA/$m-sentences.jsonl" "$CLIENTS" "$N_SENTS"
+    http_run "w2-sentences-$m" "$DATA/$m-sentences.jsonl" "$CLIENTS" "$N_SENTS" "$m" "$HTTP_ROUNDS"
     http_run "w4-latency-$m" "$DATA/$m-words.jsonl" 1 "$N_LAT"
 done
 echo "$(rss_kb)" > "$RES/rss-before-eval-kb.txt" # workloads 1, 2, 4 done
