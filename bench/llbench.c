@@ -520,6 +520,21 @@ static void sgemm_set_init(sgemm_set *g, int M, int C, int F, int layers) {
 
 static void sgemm_set_free(sgemm_set *g) { free(g->A), free(g->O), free(g->W); }
 
+static double sgemm_run(sgemm_set *sets, int workers, int threads, int use_layers,
+                        double seconds, double *dt);
+
+/* One set per worker at M rows of the model's shapes, warmed up (OpenBLAS's
+ * buffers, the pages of A and O) before anything is timed. */
+static void sgemm_sets_init(sgemm_set *sets, int workers, int threads, int M, const ll_config *c) {
+    for (int w = 0; w < workers; w++) sgemm_set_init(&sets[w], M, c->width, c->ffn, c->n_layer);
+    double dummy = 0;
+    sgemm_run(sets, workers, threads, 1, 0, &dummy);
+}
+
+static void sgemm_sets_free(sgemm_set *sets, int workers) {
+    for (int w = 0; w < workers; w++) sgemm_set_free(&sets[w]);
+}
+
 static double sgemm_rep_flops(const sgemm_set *g) {
     double C = g->C, F = g->F;
     return 2.0 * g->M * (C * 3 * C + C * C + 2.0 * C * F) * g->use_layers;
@@ -598,10 +613,7 @@ static int cmd_engine(const args *a) {
         for (int i = 0; i < nb; i++) mean_tok += b[i].tokens;
         mean_tok /= nb;
         sgemm_set sets[64];
-        for (int w = 0; w < workers; w++)
-            sgemm_set_init(&sets[w], (int)mean_tok, c->width, c->ffn, c->n_layer);
-        double dummy = 0; /* warm-up: OpenBLAS's buffers, the pages of A and O */
-        sgemm_run(sets, workers, a->threads, 1, 0, &dummy);
+        sgemm_sets_init(sets, workers, a->threads, (int)mean_tok, c);
         double lin = 0, att = 0, dt = 0, g_fl = 0, g_dt = 0, h_fl = 0, h_dt = 0;
         double rmin = 1e9, rmax = 0;
         long jobs = 0, toks = 0;
@@ -621,7 +633,7 @@ static int cmd_engine(const args *a) {
             double ratio = ((l + at) / t) / (gf / gt);
             rmin = ratio < rmin ? ratio : rmin, rmax = ratio > rmax ? ratio : rmax;
         }
-        for (int w = 0; w < workers; w++) sgemm_set_free(&sets[w]);
+        sgemm_sets_free(sets, workers);
         pool_free(&p);
         double gf = (lin + att) / dt / 1e9, gemm = g_fl / g_dt / 1e9, hot = h_fl / h_dt / 1e9;
         json_array_append_new(rows, json_pack(
@@ -661,12 +673,11 @@ static int cmd_sgemm(const args *a) {
     openblas_set_num_threads(1);
     int workers = a->workers < 1 ? 1 : a->workers > 64 ? 64 : a->workers;
     sgemm_set sets[64];
-    for (int w = 0; w < workers; w++) sgemm_set_init(&sets[w], a->batch, c.width, c.ffn, c.n_layer);
-    double dummy = 0, h_dt = 0, g_dt = 0;
-    sgemm_run(sets, workers, a->threads, 1, 0, &dummy); /* warm-up */
+    sgemm_sets_init(sets, workers, a->threads, a->batch, &c);
+    double h_dt = 0, g_dt = 0;
     double h_fl = sgemm_run(sets, workers, a->threads, 1, a->seconds * 2 / 3, &h_dt);
     double g_fl = sgemm_run(sets, workers, a->threads, c.n_layer, a->seconds / 3, &g_dt);
-    for (int w = 0; w < workers; w++) sgemm_set_free(&sets[w]);
+    sgemm_sets_free(sets, workers);
     printf("{\"rows\":%d,\"workers\":%d,\"threads\":%d,\"seconds\":%.3f,"
            "\"sgemm_hot_gflops\":%.3f,\"sgemm_gflops\":%.3f}\n",
            a->batch, workers, a->threads, h_dt + g_dt, h_fl / h_dt / 1e9, g_fl / g_dt / 1e9);

@@ -184,15 +184,15 @@ def main():
         fl = flops[(m, wl)]
         bound, detail = None, ""
         rate = (h or {}).get("sgemm_hot_gflops") or sgemm[m]
+        rounds = (h or {}).get("rounds_rps") or []
         if isinstance(ll, float) and fl and rate:
             per_seq = (fl["linear_flops"] + fl["attention_flops"]) / fl["sequences"]
             bound = 100.0 * ll * per_seq / (rate * 1e9)
-            sg, rr = h.get("sgemm_rounds"), h.get("rounds_rps")
-            if sg and rr and len(sg) == len(rr) + 1:
-                per = [100.0 * x * per_seq / ((sg[i] + sg[i + 1]) / 2 * 1e9) for i, x in enumerate(rr)]
+            sg = h.get("sgemm_rounds")
+            if sg and len(sg) == len(rounds) + 1:
+                per = [100.0 * x * per_seq / ((sg[i] + sg[i + 1]) / 2 * 1e9) for i, x in enumerate(rounds)]
                 detail = f" ({min(per):.0f}-{max(per):.0f}; {fmt(rate)})" if len(per) > 1 else f" ({fmt(rate)})"
-        rounds = (h or {}).get("rounds_rps")
-        rr_txt = f" ({min(rounds):.0f}-{max(rounds):.0f})" if rounds and len(rounds) > 1 else ""
+        rr_txt = f" ({min(rounds):.0f}-{max(rounds):.0f})" if len(rounds) > 1 else ""
         p(f"| {label} ({unit}) | {m} | {fmt(ll)}{rr_txt} | {fmt(o)} | {fmt(t)} | {ratio(ll, o)} | "
           f"{ratio(ll, t)} | {fmt(bound, 0) + '%' + detail if bound else '-'} |")
 

@@ -44,12 +44,12 @@
 #define FEW_ROWS 128 /* up to this many rows, k is not cut into chunks */
 #define BF16_DOT_ROWS 16 /* bf16: up to this many rows, VDPBF16PS (see gemm_panels16_fma) */
 
-/* Cache lines of the next panel a kernel call fetches into L2 as it goes:
- * two (one k of that panel) every `every` iterations of its k loop, until
- * `lines` are asked for. */
+/* The part of the next panel a kernel call fetches into L2 as it goes: one
+ * k of that panel (two cache lines) every `every` iterations of its k loop,
+ * `ks` of them from p on. */
 typedef struct prefetch_slice {
     const char *p;
-    int lines, every;
+    int ks, every;
 } prefetch_slice;
 
 /* ---------------------------------------------------------------- packing */
@@ -218,7 +218,7 @@ kernel(const int mr, int w, int kn, const float *a, long lda, const float *b,
     __m512 c0[MR], c1[MR];
     __mmask16 m0, m1;
     const char *pl = pf ? pf->p : NULL;
-    int every = pf ? pf->every : 0, left = pf ? pf->lines : 0, countdown = every;
+    int every = pf ? pf->every : 0, left = pf ? pf->ks : 0, countdown = every;
     acc_start(c0, c1, &m0, &m1, mr, w, out, ldo, first);
     for (int k = 0; k < kn; k++) {
         __m512 b0 = _mm512_load_ps(b + (long)k * NR);
@@ -228,7 +228,7 @@ kernel(const int mr, int w, int kn, const float *a, long lda, const float *b,
         if (left > 0 && --countdown == 0) { /* the next panel, into L2 */
             _mm_prefetch(pl, _MM_HINT_T1);
             _mm_prefetch(pl + 64, _MM_HINT_T1);
-            pl += 128, left -= 2, countdown = every;
+            pl += NR * sizeof(float), left--, countdown = every;
         }
 #pragma GCC unroll 8
         for (int r = 0; r < mr; r++) {
@@ -519,10 +519,9 @@ static void gemm_panels(float *out, const float *inp, const ll_packed *W,
              * weights stream while the kernel computes.  Later chunks of
              * rows find the panels in L3 (fetching them ahead there was
              * 0.89-1.01x at 2,048 rows). */
-            int blocks = (rn + MR - 1) / MR, chunk_lines = kn * NR * 4 / 64;
-            int slice = r0 == 0 && blocks > 1 ? (chunk_lines + blocks - 2) / (blocks - 1) : 0;
-            slice = (slice + 1) & ~1; /* lines go in pairs (one k of the panel) */
-            int every = slice ? (kn * 2 / slice > 0 ? kn * 2 / slice : 1) : 0;
+            int blocks = (rn + MR - 1) / MR;
+            int slice = r0 == 0 && blocks > 1 ? (kn + blocks - 2) / (blocks - 1) : 0; /* ks */
+            int every = slice ? (kn / slice > 0 ? kn / slice : 1) : 0;
             for (size_t p = p0; p < p1; p++) {
                 int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
                 const float *b = W->panels + p * (size_t)K * NR + (size_t)k0 * NR;
@@ -530,10 +529,10 @@ static void gemm_panels(float *out, const float *inp, const ll_packed *W,
                 for (int r = r0, i = 0; r < r0 + rn; r += MR, i++) {
                     int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
                     prefetch_slice ps = {NULL, 0, 0};
-                    if (next && i > 0 && (i - 1) * slice < chunk_lines) {
-                        int lines = chunk_lines - (i - 1) * slice;
-                        ps = (prefetch_slice){next + (long)(i - 1) * slice * 64,
-                                              lines < slice ? lines : slice, every};
+                    if (next && i > 0 && (i - 1) * slice < kn) {
+                        int ks = kn - (i - 1) * slice;
+                        ps = (prefetch_slice){next + (long)(i - 1) * slice * NR * sizeof(float),
+                                              ks < slice ? ks : slice, every};
                     }
                     block(mr, w, kn, inp + (long)r * K + k0, K, b, out + (long)r * N + n0, N,
                           bias ? bias + n0 : NULL, k0 == 0, k0 + kn == K, ps.p ? &ps : NULL);
