@@ -17,11 +17,14 @@
  * back is the same float32.
  *
  * Threads (pool.h): the parts of a product are disjoint ranges of panels
- * (columns); every element is still computed by one thread in the same
- * order, so the thread count changes no result either. */
+ * (columns), and a thread done with its part takes over the rest of
+ * another's from its end (gemm_shared); every element is still computed by
+ * one thread in the same order, so the thread count changes no result
+ * either. */
 #include "layerlens/gemm.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,49 +504,81 @@ static uint32_t *rows_buffer(size_t n) {
     return rows_buf.p;
 }
 
-/* The product restricted to panels [p0, p1). */
-static void gemm_panels(float *out, const float *inp, const ll_packed *W,
-                        const float *bias, int M, size_t p0, size_t p1, const ll_epilogue *epi) {
+/* Rows [r0, r0 + rn) x k [k0, k0 + kn) of panel p; with `next`, its row
+ * blocks after the first fetch a slice each of panel p + 1 into L2 (`slice`
+ * k rows, one every `every` k: see gemm_panels). */
+static void panel_rows(float *out, const float *inp, const ll_packed *W, const float *bias,
+                       int r0, int rn, int k0, int kn, size_t p, int next, int slice,
+                       int every) {
     int K = W->K, N = W->N;
-    /* With few rows a panel is used by few row blocks: reading each panel
-     * whole, in memory order, keeps the weights one sequential stream. */
-    int kc = M <= FEW_ROWS ? K : KC;
-    for (int r0 = 0; r0 < M; r0 += MC) {
-        int rn = M - r0 < MC ? M - r0 : MC;
-        for (int k0 = 0; k0 < K; k0 += kc) {
-            int kn = K - k0 < kc ? K - k0 : kc;
-            /* In the first chunk of rows the weights come from memory: the
-             * first row block of a panel's chunk waits for it, the others
-             * find it in L2.  So the others fetch the next panel's chunk
-             * into L2, a slice each, spread over their k loops: the
-             * weights stream while the kernel computes.  Later chunks of
-             * rows find the panels in L3 (fetching them ahead there was
-             * 0.89-1.01x at 2,048 rows). */
-            int blocks = (rn + MR - 1) / MR;
-            int slice = r0 == 0 && blocks > 1 ? (kn + blocks - 2) / (blocks - 1) : 0; /* ks */
-            int every = slice ? (kn / slice > 0 ? kn / slice : 1) : 0;
-            for (size_t p = p0; p < p1; p++) {
-                int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
-                const float *b = W->panels + p * (size_t)K * NR + (size_t)k0 * NR;
-                const char *next = p + 1 < p1 ? (const char *)(b + (size_t)K * NR) : NULL;
-                for (int r = r0, i = 0; r < r0 + rn; r += MR, i++) {
-                    int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
-                    prefetch_slice ps = {NULL, 0, 0};
-                    if (next && i > 0 && (i - 1) * slice < kn) {
-                        int ks = kn - (i - 1) * slice;
-                        ps = (prefetch_slice){next + (long)(i - 1) * slice * NR * sizeof(float),
-                                              ks < slice ? ks : slice, every};
-                    }
-                    block(mr, w, kn, inp + (long)r * K + k0, K, b, out + (long)r * N + n0, N,
-                          bias ? bias + n0 : NULL, k0 == 0, k0 + kn == K, ps.p ? &ps : NULL);
-                }
-            }
+    int n0 = (int)p * NR, w = N - n0 < NR ? N - n0 : NR;
+    const float *b = W->panels + p * (size_t)K * NR + (size_t)k0 * NR;
+    const char *nb = next ? (const char *)(b + (size_t)K * NR) : NULL;
+    for (int r = r0, i = 0; r < r0 + rn; r += MR, i++) {
+        int mr = r0 + rn - r < MR ? r0 + rn - r : MR;
+        prefetch_slice ps = {NULL, 0, 0};
+        if (nb && i > 0 && (i - 1) * slice < kn) {
+            int ks = kn - (i - 1) * slice;
+            ps = (prefetch_slice){nb + (long)(i - 1) * slice * NR * sizeof(float),
+                                  ks < slice ? ks : slice, every};
         }
-        epilogue(epi, out, N, r0, rn, p0, p1);
+        block(mr, w, kn, inp + (long)r * K + k0, K, b, out + (long)r * N + n0, N,
+              bias ? bias + n0 : NULL, k0 == 0, k0 + kn == K, ps.p ? &ps : NULL);
     }
 }
 
+/* The prefetch slice of each row block after the first, for rn rows and kn
+ * k (0: no prefetch), and how often a k loop issues one. */
+static void slice_for(int rn, int kn, int *slice, int *every) {
+    int blocks = (rn + MR - 1) / MR;
+    *slice = blocks > 1 ? (kn + blocks - 2) / (blocks - 1) : 0;
+    *every = *slice ? (kn / *slice > 0 ? kn / *slice : 1) : 0;
+}
+
+/* Rows [r0, r0 + MC) (or to M) of the product restricted to panels
+ * [p0, p1), then the epilogue on them. */
+static void gemm_chunk(float *out, const float *inp, const ll_packed *W, const float *bias,
+                       int M, int r0, size_t p0, size_t p1, const ll_epilogue *epi) {
+    int K = W->K, rn = M - r0 < MC ? M - r0 : MC;
+    /* With few rows a panel is used by few row blocks: reading each panel
+     * whole, in memory order, keeps the weights one sequential stream. */
+    int kc = M <= FEW_ROWS ? K : KC;
+    for (int k0 = 0; k0 < K; k0 += kc) {
+        int kn = K - k0 < kc ? K - k0 : kc;
+        /* In the first chunk of rows the weights come from memory: the
+         * first row block of a panel's chunk waits for it, the others
+         * find it in L2.  So the others fetch the next panel's chunk
+         * into L2, a slice each, spread over their k loops: the
+         * weights stream while the kernel computes.  Later chunks of
+         * rows find the panels in L3 (fetching them ahead there was
+         * 0.89-1.01x at 2,048 rows). */
+        int slice = 0, every = 0;
+        if (r0 == 0) slice_for(rn, kn, &slice, &every);
+        for (size_t p = p0; p < p1; p++)
+            panel_rows(out, inp, W, bias, r0, rn, k0, kn, p, p + 1 < p1, slice, every);
+    }
+    epilogue(epi, out, W->N, r0, rn, p0, p1);
+}
+
+/* The product restricted to panels [p0, p1). */
+static void gemm_panels(float *out, const float *inp, const ll_packed *W,
+                        const float *bias, int M, size_t p0, size_t p1, const ll_epilogue *epi) {
+    for (int r0 = 0; r0 < M; r0 += MC) gemm_chunk(out, inp, W, bias, M, r0, p0, p1, epi);
+}
+
 /* ---------------------------------------------------------------- threads */
+
+#define MAX_PARTS 16 /* pool.h: a thread's share is at most 16 */
+#define EPI_PANELS 4 /* few rows: the epilogue every 4 panels (128 columns) */
+
+/* A part's units of work not yet taken (gemm_shared): its own thread takes
+ * them from the front, a thread whose part is done from the back.  One word,
+ * changed by compare-and-swap: taken from the front (low 32 bits) and from
+ * the back (high 32 bits).  A cache line each, so that the owners' takes do
+ * not contend. */
+typedef struct part_taken {
+    _Alignas(64) _Atomic uint64_t v;
+} part_taken;
 
 typedef struct gemm_job {
     float *out;
@@ -554,11 +589,82 @@ typedef struct gemm_job {
                             (floats when M > BF16_DOT_ROWS) */
     long lda16;
     const ll_epilogue *epi;
+    part_taken taken[MAX_PARTS]; /* float32 (gemm_shared): zero at the start */
 } gemm_job;
 
-/* Part `part` of `parts`: a range of the panels (columns). */
+/* Takes one unit of a part's units [p0, p1): from the front or the back.
+ * Its index, or -1 when none is left. */
+static long take_unit(part_taken *t, size_t p0, size_t p1, int back) {
+    uint64_t v = atomic_load_explicit(&t->v, memory_order_relaxed);
+    for (;;) {
+        uint64_t front = v & 0xffffffffu, rear = v >> 32;
+        if (p0 + front + rear >= p1) return -1;
+        uint64_t nv = back ? v + ((uint64_t)1 << 32) : v + 1;
+        if (atomic_compare_exchange_weak_explicit(&t->v, &v, nv, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return back ? (long)(p1 - 1 - rear) : (long)(p0 + front);
+    }
+}
+
+/* float32 on several threads: part q's columns are panels [P q / parts,
+ * P (q + 1) / parts), cut into units that its own thread computes in
+ * order, and that a thread whose part is done takes from the end of the
+ * others' (in the server a pass shares the two cores with the HTTP
+ * threads: a thread preempted for one of those would otherwise make the
+ * other wait at the end of every step; docs/benchmark.md has the
+ * measurements).  Every output element is still
+ * computed by one thread in the same order: no result changes.
+ *   Few rows (one chunk of rows, k whole): a unit is one panel, all rows.
+ * The owner fetches its next panel ahead as gemm_panels does, and the
+ * epilogue runs every EPI_PANELS panels of a contiguous run.
+ *   More rows: a unit is one chunk of MC rows of the part's panels
+ * (gemm_chunk: each panel's chunks of k in order, on one thread). */
+static void gemm_shared(gemm_job *j, int part, int parts) {
+    size_t P = panel_count(j->W->N);
+    int M = j->M, K = j->W->K, few = M <= FEW_ROWS, slice = 0, every = 0;
+    if (few) slice_for(M, K, &slice, &every);
+    size_t units = few ? 0 : (size_t)(M + MC - 1) / MC;
+    for (int i = 0; i < parts; i++) {
+        int q = (part + i) % parts, back = i > 0;
+        size_t p0 = P * q / parts, p1 = P * (q + 1) / parts;
+        if (p1 <= p0) continue; /* more threads than panels */
+        if (!few) {
+            for (long u; (u = take_unit(&j->taken[q], 0, units, back)) >= 0;)
+                gemm_chunk(j->out, j->inp, j->W, j->bias, M, (int)u * MC, p0, p1, j->epi);
+            continue;
+        }
+        long run0 = -1, run1 = -1; /* panels computed and not yet through the epilogue */
+        for (long p; (p = take_unit(&j->taken[q], p0, p1, back)) >= 0;) {
+            /* the owner fetches its next panel ahead; a taker from the back
+             * does not know which one it gets next */
+            panel_rows(j->out, j->inp, j->W, j->bias, 0, M, 0, K, (size_t)p,
+                       !back && (size_t)p + 1 < p1, slice, every);
+            /* a run is contiguous: with several takers from the back, the
+             * panel next to a taker's last may have gone to another */
+            if (run0 >= 0 && p != (back ? run0 - 1 : run1 + 1)) {
+                epilogue(j->epi, j->out, j->W->N, 0, M, (size_t)run0, (size_t)run1 + 1);
+                run0 = -1;
+            }
+            if (run0 < 0) run0 = run1 = p;
+            else if (back) run0 = p;
+            else run1 = p;
+            if (run1 - run0 + 1 == EPI_PANELS) {
+                epilogue(j->epi, j->out, j->W->N, 0, M, (size_t)run0, (size_t)run1 + 1);
+                run0 = -1;
+            }
+        }
+        if (run0 >= 0) epilogue(j->epi, j->out, j->W->N, 0, M, (size_t)run0, (size_t)run1 + 1);
+    }
+}
+
+/* Part `part` of `parts`: a range of the panels (columns).  bf16 keeps the
+ * fixed ranges (the takeover was measured with float32 only). */
 static void gemm_part(void *ctx, int part, int parts) {
-    const gemm_job *j = ctx;
+    gemm_job *j = ctx;
+    if (j->W->dtype == LL_WEIGHTS_F32 && parts > 1) {
+        gemm_shared(j, part, parts);
+        return;
+    }
     size_t P = panel_count(j->W->N);
     size_t p0 = P * part / parts, p1 = P * (part + 1) / parts;
     if (p1 <= p0) return;
@@ -579,7 +685,7 @@ int ll_gemm(float *out, const float *inp, const ll_packed *W, const float *bias,
 int ll_gemm_epi(float *out, const float *inp, const ll_packed *W, const float *bias,
                 int M, const ll_epilogue *epi) {
     if (M <= 0) return 0;
-    gemm_job j = {out, inp, bias, W, M, NULL, 0, epi};
+    gemm_job j = {out, inp, bias, W, M, NULL, 0, epi, {{0}}};
     if (W->dtype == LL_WEIGHTS_BF16) {
         /* rounded once, on this thread; the parts only read them.  Pairs
          * for VDPBF16PS, or swapped floats for the float32 kernel. */

@@ -4,7 +4,8 @@
  * boundary of the kernel (8-row blocks, 32-column panels with a masked last
  * panel, 256-wide k chunks, 128-row chunks); bit-identical rows whatever the
  * number of rows or threads (the batch-invariance the model's tests rely
- * on); the [out, in] packing and the joining of column ranges. */
+ * on), also when a thread takes over another's columns; the [out, in]
+ * packing and the joining of column ranges. */
 #include "testutil.h"
 
 #include <math.h>
@@ -12,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "layerlens/gemm.h"
 #include "layerlens/pool.h"
@@ -178,6 +180,85 @@ static void test_concurrent_callers(void **state) {
     free(inp), free(W), free(bias), free(want);
 }
 
+/* A thread whose part of a product is done takes the rest of another
+ * part's from its end (panels with few rows, chunks of rows with more).
+ * The calling thread stalls in its first epilogue
+ * call (as if preempted) until a helper has taken over some of its work: every
+ * output is still the one-thread bits, every element passes through the
+ * epilogue exactly once, and some of the caller's columns were passed on
+ * another thread. */
+typedef struct stall_epi {
+    pthread_t caller;
+    int *seen;           /* [M][N]: times through the epilogue */
+    int N, caller_cols;  /* columns of the caller's part */
+    int stalled, taken;  /* the caller stalled; its columns seen on a helper */
+    pthread_mutex_t mu;
+} stall_epi;
+
+static void stall_fn(void *ctx, float *out, long ldo, int row0, int rows, int col0, int cols) {
+    stall_epi *s = ctx;
+    int on_caller = pthread_equal(pthread_self(), s->caller);
+    pthread_mutex_lock(&s->mu);
+    int stall = on_caller && !s->stalled;
+    if (stall) s->stalled = 1;
+    if (!on_caller && col0 < s->caller_cols) s->taken = 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            s->seen[(long)(row0 + r) * s->N + col0 + c]++;
+            out[r * ldo + c] += 1.0f;
+        }
+    pthread_mutex_unlock(&s->mu);
+    /* stalled until a helper has taken some of this thread's work (at most
+     * 20 s: a test that fails, not one that hangs) */
+    for (int ms = 0; stall && ms < 20000; ms++) {
+        pthread_mutex_lock(&s->mu);
+        int taken = s->taken;
+        pthread_mutex_unlock(&s->mu);
+        if (taken) break;
+        nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+    }
+}
+
+static void taken_over(int M, int K) {
+    const int N = 64 * 32 + 7; /* 65 panels, the last partial */
+    unsigned seed = 13;
+    float *inp = tu_rand_floats((size_t)M * K, &seed, 1.0f);
+    float *W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
+    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
+    float *want = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+    ll_packed p;
+    assert_int_equal(ll_pack_weights(&p, W, K, N, LL_WEIGHTS_F32), 0);
+    ll_pool_set_threads(1);
+    assert_int_equal(ll_gemm(want, inp, &p, bias, M), 0);
+    for (long i = 0; i < (long)M * N; i++) want[i] += 1.0f;
+    for (int t = 2; t <= 4; t++) {
+        stall_epi s = {pthread_self(), calloc((size_t)M * N, sizeof(int)), N,
+                       (int)(65 / t) * 32, 0, 0, PTHREAD_MUTEX_INITIALIZER};
+        ll_epilogue e = {stall_fn, &s};
+        ll_pool_set_threads(t);
+        assert_int_equal(ll_gemm_epi(got, inp, &p, bias, M, &e), 0);
+        if (memcmp(got, want, sizeof(float) * M * N))
+            fail_msg("M=%d K=%d, %d threads: not the one-thread result", M, K, t);
+        for (long i = 0; i < (long)M * N; i++)
+            if (s.seen[i] != 1)
+                fail_msg("M=%d K=%d, %d threads: element %ld passed %d times", M, K, t, i,
+                         s.seen[i]);
+        assert_true(s.stalled);
+        if (!s.taken)
+            fail_msg("M=%d K=%d, %d threads: no helper took the stalled thread's work", M, K, t);
+        free(s.seen);
+    }
+    ll_pool_set_threads(1);
+    ll_packed_free(&p);
+    free(inp), free(W), free(bias), free(want), free(got);
+}
+
+static void test_taken_over(void **state) {
+    (void)state;
+    taken_over(24, 256);   /* few rows: panel by panel */
+    taken_over(300, 1000); /* chunks of 128 rows, k in two chunks */
+}
+
 /* ------------------------------------------------------------- bf16 */
 
 static float bf16_f(uint16_t b) {
@@ -265,6 +346,7 @@ int main(void) {
         cmocka_unit_test(test_rows_and_threads_invariant),
         cmocka_unit_test(test_transposed_and_joined),
         cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_taken_over),
         cmocka_unit_test(test_bf16_round),
         cmocka_unit_test(test_bf16_product),
         cmocka_unit_test(test_bf16_invariant),
