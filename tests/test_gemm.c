@@ -182,11 +182,12 @@ static void test_concurrent_callers(void **state) {
 
 /* A thread whose part of a product is done takes the rest of another
  * part's from its end (panels with few rows, chunks of rows with more).
- * The calling thread stalls in its first epilogue
- * call (as if preempted) until a helper has taken over some of its work: every
- * output is still the one-thread bits, every element passes through the
- * epilogue exactly once, and some of the caller's columns were passed on
- * another thread. */
+ * The calling thread, which computes part 0, stalls in its first epilogue
+ * call (as if preempted) until a helper has taken over some of its work
+ * (when the machine delays it before it starts, the helpers take all of
+ * it): every output is still the one-thread bits, every element passes
+ * through the epilogue exactly once, and some of part 0's columns were
+ * passed on another thread. */
 typedef struct stall_epi {
     pthread_t caller;
     int *seen;           /* [M][N]: times through the epilogue */
@@ -243,7 +244,6 @@ static void taken_over(int M, int K) {
             if (s.seen[i] != 1)
                 fail_msg("M=%d K=%d, %d threads: element %ld passed %d times", M, K, t, i,
                          s.seen[i]);
-        assert_true(s.stalled);
         if (!s.taken)
             fail_msg("M=%d K=%d, %d threads: no helper took the stalled thread's work", M, K, t);
         free(s.seen);
