@@ -68,20 +68,41 @@ static void test_against_reference(void **state) {
     }
 }
 
+/* A random product inp [M][K] @ W [K][N] + bias, W packed, and its result
+ * on one thread (`want`). */
+typedef struct product_case {
+    int M, K, N;
+    float *inp, *W, *bias, *want;
+    ll_packed p;
+} product_case;
+
+static void case_new(product_case *c, ll_weight_type dtype, int M, int K, int N, unsigned seed,
+                     float inp_scale) {
+    *c = (product_case){.M = M, .K = K, .N = N};
+    c->inp = tu_rand_floats((size_t)M * K, &seed, inp_scale);
+    c->W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
+    c->bias = tu_rand_floats((size_t)N, &seed, 1.0f);
+    c->want = malloc(sizeof(float) * M * N);
+    assert_int_equal(ll_pack_weights(&c->p, c->W, K, N, dtype), 0);
+    ll_pool_set_threads(1);
+    assert_int_equal(ll_gemm(c->want, c->inp, &c->p, c->bias, M), 0);
+}
+
+static void case_free(product_case *c) {
+    ll_packed_free(&c->p);
+    free(c->inp), free(c->W), free(c->bias), free(c->want);
+}
+
 /* Row r of an M-row product equals the product of row r alone, bit for bit,
  * for every M; and two or three threads give the very same bits as one.
  * bf16: rows on both sides of BF16_DOT_ROWS (16) take different kernels,
  * which must agree too. */
 static void rows_and_threads_invariant(ll_weight_type dtype, int K, int N, int M) {
-    unsigned seed = 11;
-    float *inp = tu_rand_floats((size_t)M * K, &seed, 2.0f);
-    float *W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
-    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
-    float *all = malloc(sizeof(float) * M * N), *part = malloc(sizeof(float) * M * N);
-    ll_packed p;
-    assert_int_equal(ll_pack_weights(&p, W, K, N, dtype), 0);
-    ll_pool_set_threads(1);
-    assert_int_equal(ll_gemm(all, inp, &p, bias, M), 0);
+    product_case c;
+    case_new(&c, dtype, M, K, N, 11, 2.0f);
+    const float *inp = c.inp, *bias = c.bias, *all = c.want;
+    const ll_packed *p = &c.p;
+    float *part = malloc(sizeof(float) * M * N);
     const int firsts[] = {0, 5, 63, 127, 130, 199};
     const int counts[] = {1, 2, 3, 8, 9, 16, 17, 31, 70};
     for (size_t i = 0; i < sizeof firsts / sizeof firsts[0]; i++)
@@ -89,19 +110,19 @@ static void rows_and_threads_invariant(ll_weight_type dtype, int K, int N, int M
             int r0 = firsts[i], n = counts[j];
             if (r0 >= M) continue;
             if (r0 + n > M) n = M - r0;
-            assert_int_equal(ll_gemm(part, inp + (long)r0 * K, &p, bias, n), 0);
+            assert_int_equal(ll_gemm(part, inp + (long)r0 * K, p, bias, n), 0);
             assert_memory_equal(part, all + (long)r0 * N, sizeof(float) * n * N);
         }
     for (int t = 2; t <= 3; t++) {
         ll_pool_set_threads(t);
         assert_int_equal(ll_pool_threads(), t);
         memset(part, 0, sizeof(float) * M * N);
-        assert_int_equal(ll_gemm(part, inp, &p, bias, M), 0);
+        assert_int_equal(ll_gemm(part, inp, p, bias, M), 0);
         assert_memory_equal(part, all, sizeof(float) * M * N);
     }
     ll_pool_set_threads(1);
-    ll_packed_free(&p);
-    free(inp), free(W), free(bias), free(all), free(part);
+    case_free(&c);
+    free(part);
 }
 
 static void test_rows_and_threads_invariant(void **state) {
@@ -222,22 +243,16 @@ static void stall_fn(void *ctx, float *out, long ldo, int row0, int rows, int co
 
 static void taken_over(int M, int K) {
     const int N = 64 * 32 + 7; /* 65 panels, the last partial */
-    unsigned seed = 13;
-    float *inp = tu_rand_floats((size_t)M * K, &seed, 1.0f);
-    float *W = tu_rand_floats((size_t)K * N, &seed, 0.1f);
-    float *bias = tu_rand_floats((size_t)N, &seed, 1.0f);
-    float *want = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
-    ll_packed p;
-    assert_int_equal(ll_pack_weights(&p, W, K, N, LL_WEIGHTS_F32), 0);
-    ll_pool_set_threads(1);
-    assert_int_equal(ll_gemm(want, inp, &p, bias, M), 0);
-    for (long i = 0; i < (long)M * N; i++) want[i] += 1.0f;
+    product_case c;
+    case_new(&c, LL_WEIGHTS_F32, M, K, N, 13, 1.0f);
+    float *want = c.want, *got = malloc(sizeof(float) * M * N);
+    for (long i = 0; i < (long)M * N; i++) want[i] += 1.0f; /* the epilogue adds 1 */
     for (int t = 2; t <= 4; t++) {
         stall_epi s = {pthread_self(), calloc((size_t)M * N, sizeof(int)), N,
                        (int)(65 / t) * 32, 0, 0, PTHREAD_MUTEX_INITIALIZER};
         ll_epilogue e = {stall_fn, &s};
         ll_pool_set_threads(t);
-        assert_int_equal(ll_gemm_epi(got, inp, &p, bias, M, &e), 0);
+        assert_int_equal(ll_gemm_epi(got, c.inp, &c.p, c.bias, M, &e), 0);
         if (memcmp(got, want, sizeof(float) * M * N))
             fail_msg("M=%d K=%d, %d threads: not the one-thread result", M, K, t);
         for (long i = 0; i < (long)M * N; i++)
@@ -249,8 +264,8 @@ static void taken_over(int M, int K) {
         free(s.seen);
     }
     ll_pool_set_threads(1);
-    ll_packed_free(&p);
-    free(inp), free(W), free(bias), free(want), free(got);
+    case_free(&c);
+    free(got);
 }
 
 static void test_taken_over(void **state) {
