@@ -571,7 +571,6 @@ static void gemm_panels(float *out, const float *inp, const ll_packed *W,
 
 /* ---------------------------------------------------------------- threads */
 
-#define MAX_PARTS 16 /* pool.h: a thread's share is at most 16 */
 #define EPI_PANELS 4 /* few rows: the epilogue every 4 panels (128 columns) */
 
 /* A part's units of work not yet taken (gemm_shared): its own thread takes
@@ -592,7 +591,8 @@ typedef struct gemm_job {
                             (floats when M > BF16_DOT_ROWS) */
     long lda16;
     const ll_epilogue *epi;
-    part_taken taken[MAX_PARTS]; /* float32 (gemm_shared): zero at the start */
+    part_taken taken[LL_POOL_MAX_THREADS]; /* float32 (gemm_shared): zero at the start;
+                                              a step has at most that many parts */
 } gemm_job;
 
 /* Takes one unit of a part's units [p0, p1): from the front or the back.

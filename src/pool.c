@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define MAX_HELPERS 15
+#define MAX_HELPERS (LL_POOL_MAX_THREADS - 1)
 #define SPIN_NS 200000
 
 typedef struct job {

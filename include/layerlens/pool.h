@@ -36,7 +36,10 @@ void ll_parallel(ll_part_fn fn, void *ctx, int max_parts);
 /* The threads a step started now on this thread would use (>= 1). */
 int ll_parallel_width(void);
 
-/* This thread's share of the cores (default 1; at most 16). */
+/* The most threads one step may use (a thread's share is capped at it). */
+#define LL_POOL_MAX_THREADS 16
+
+/* This thread's share of the cores (default 1; at most LL_POOL_MAX_THREADS). */
 void ll_pool_set_threads(int n);
 int ll_pool_threads(void);
 
