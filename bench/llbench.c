@@ -391,15 +391,16 @@ typedef struct batch {
 } batch;
 
 /* Work shared by the worker threads: batches taken in order from a common
- * counter (passes over the list repeat until `until` when it is set). */
+ * counter, cycling over the list, until `max_jobs` runs in all or, when
+ * `per_worker` is set, that many runs by each worker. */
 typedef struct pool {
     const ll_model *m;
     const batch *batches;
     int n_batches;
     ll_forward_req req;
     atomic_long next;
-    long max_jobs;       /* total batch runs, or 0 = until the deadline */
-    double until;        /* deadline (now_s) when max_jobs == 0 */
+    long max_jobs;       /* total batch runs (when per_worker == 0) */
+    long per_worker;     /* batch runs by each worker, or 0 */
     atomic_long done_tokens, done_jobs;
     double *lat;         /* per job latency (latency mode), [max_jobs] */
     int threads;         /* threads per product (ll_pool_set_threads) */
@@ -414,9 +415,9 @@ static void *worker_main(void *p_) {
     int i = atomic_fetch_add(&p->slot, 1);
     if (!p->ws[i] && !(p->ws[i] = ll_workspace_new())) die("%s", "out of memory");
     ll_workspace *ws = p->ws[i];
-    for (;;) {
+    for (long mine = 0; !p->per_worker || mine < p->per_worker; mine++) {
         long j = atomic_fetch_add(&p->next, 1);
-        if (p->max_jobs ? j >= p->max_jobs : now_s() >= p->until) break;
+        if (!p->per_worker && j >= p->max_jobs) break;
         const batch *b = &p->batches[j % p->n_batches];
         ll_states st;
         ll_error err = {{0}};
@@ -586,9 +587,18 @@ static double sgemm_run(sgemm_set *sets, int workers, int threads, int use_layer
 
 /* Workload 5.  The host's speed drifts by 10-25% from one few seconds to
  * the next, so the engine and its bound are not timed one after the other
- * but in turns: `rounds` of (passes for seconds / rounds, sgemm on the 12
- * layers' weights as long, sgemm hot half as long), each summed over its
- * rounds.  The per-round ratios are reported too. */
+ * but in turns: `rounds` of (passes for about seconds / rounds, sgemm on the
+ * 12 layers' weights as long, sgemm hot half as long), each summed over its
+ * rounds.  The per-round ratios are reported too.
+ *
+ * In a round every worker runs the same number of passes, as many as fit
+ * in its share of the time at the pace of a pass after the warm-up (at
+ * least one).  A round
+ * that ran until a deadline instead let a worker start one more pass just
+ * before it while the others stopped: at 2,048 tokens a one-thread pass
+ * takes over a second, and the round's wall time then held a second with a
+ * core idle, which no server worker with batches waiting ever has.  The
+ * sgemm side does whole repetitions of equal size on every worker. */
 static int cmd_engine(const args *a) {
     ll_model *m = load_model(a->model, a->dtype);
     const ll_config *c = ll_model_config(m);
@@ -606,9 +616,13 @@ static int cmd_engine(const args *a) {
         batch *b = pack_by_tokens(&sf, target, &nb);
         pool p = {.m = m, .batches = b, .n_batches = nb,
                   .req = {.layers = layer_mask(c, a->layers)}, .threads = a->threads};
-        /* warm-up: one pass per worker grows the workspaces it keeps */
+        /* warm-up: one pass per worker grows the workspaces it keeps; a
+         * second gives the pace the rounds' pass counts are set by */
         p.max_jobs = workers;
         run_pool(&p, workers);
+        double pace = run_pool(&p, workers);
+        p.per_worker = (long)(seg / pace + 0.5);
+        if (p.per_worker < 1) p.per_worker = 1;
         long mean_tok = 0; /* the sgemm's rows: the batches' mean */
         for (int i = 0; i < nb; i++) mean_tok += b[i].tokens;
         mean_tok /= nb;
@@ -617,9 +631,7 @@ static int cmd_engine(const args *a) {
         double lin = 0, att = 0, dt = 0, g_fl = 0, g_dt = 0, h_fl = 0, h_dt = 0;
         double rmin = 1e9, rmax = 0;
         long jobs = 0, toks = 0;
-        p.max_jobs = 0;
         for (int r = 0; r < rounds; r++) {
-            p.until = now_s() + seg;
             double t = run_pool(&p, workers), l = 0, at = 0;
             long n = atomic_load(&p.done_jobs);
             for (long j = 0; j < n; j++) { /* batches taken in order from the first, cycling */
