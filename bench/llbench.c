@@ -599,6 +599,14 @@ static double sgemm_run(sgemm_set *sets, int workers, int threads, int use_layer
  * takes over a second, and the round's wall time then held a second with a
  * core idle, which no server worker with batches waiting ever has.  The
  * sgemm side does whole repetitions of equal size on every worker. */
+#define MAX_ROUNDS 64
+
+/* qsort's order of doubles (the rounds' ratios, latencies) */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int cmd_engine(const args *a) {
     ll_model *m = load_model(a->model, a->dtype);
     const ll_config *c = ll_model_config(m);
@@ -606,6 +614,7 @@ static int cmd_engine(const args *a) {
     openblas_set_num_threads(1); /* as the server: the products with weights are gemm.c's */
     int workers = a->workers < 1 ? 1 : a->workers > 64 ? 64 : a->workers;
     int rounds = a->seconds >= 3 ? (int)(a->seconds / 1.5 + 0.5) : 1;
+    if (rounds > MAX_ROUNDS) rounds = MAX_ROUNDS;
     double seg = a->seconds / rounds;
     char *spec = strdup(a->tokens ? a->tokens : "256,512,1024,2048");
     json_t *rows = json_array();
@@ -629,7 +638,7 @@ static int cmd_engine(const args *a) {
         sgemm_set sets[64];
         sgemm_sets_init(sets, workers, a->threads, (int)mean_tok, c);
         double lin = 0, att = 0, dt = 0, g_fl = 0, g_dt = 0, h_fl = 0, h_dt = 0;
-        double rmin = 1e9, rmax = 0;
+        double ratios[MAX_ROUNDS];
         long jobs = 0, toks = 0;
         for (int r = 0; r < rounds; r++) {
             double t = run_pool(&p, workers), l = 0, at = 0;
@@ -642,24 +651,30 @@ static int cmd_engine(const args *a) {
             double gt = 0, gf = sgemm_run(sets, workers, a->threads, c->n_layer, seg, &gt);
             g_fl += gf, g_dt += gt;
             h_fl += sgemm_run(sets, workers, a->threads, 1, seg / 2, &h_dt);
-            double ratio = ((l + at) / t) / (gf / gt);
-            rmin = ratio < rmin ? ratio : rmin, rmax = ratio > rmax ? ratio : rmax;
+            ratios[r] = ((l + at) / t) / (gf / gt);
         }
+        json_t *rr = json_array();
+        for (int r = 0; r < rounds; r++) json_array_append_new(rr, json_real(ratios[r]));
+        qsort(ratios, (size_t)rounds, sizeof ratios[0], cmp_double);
+        double rmin = ratios[0], rmax = ratios[rounds - 1],
+               rmed = rounds % 2 ? ratios[rounds / 2]
+                                 : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
         sgemm_sets_free(sets, workers);
         pool_free(&p);
         double gf = (lin + att) / dt / 1e9, gemm = g_fl / g_dt / 1e9, hot = h_fl / h_dt / 1e9;
         json_array_append_new(rows, json_pack(
-            "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:f}",
+            "{s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:f, s:f, s:o}",
             "target_tokens", (json_int_t)target, "batch_tokens", (json_int_t)mean_tok,
             "passes", (json_int_t)jobs, "seconds", dt, "tokens_per_s", (double)toks / dt,
             "gflops", gf, "linear_gflops", lin / dt / 1e9, "sgemm_gflops", gemm,
             "sgemm_hot_gflops", hot, "attention_share", att / (lin + att), "rounds", rounds,
-            "round_ratio_min", rmin, "round_ratio_max", rmax));
+            "round_ratio_min", rmin, "round_ratio_max", rmax, "round_ratio_median", rmed,
+            "round_ratios", rr));
         fprintf(stderr, "llbench engine %s: %ld tokens/pass, %ld passes in %d rounds: %.1f GFLOP/s "
-                "(sgemm same shapes, the model's %d layers of weights %.1f: %.0f%%, rounds "
-                "%.0f-%.0f%%; one layer's, hot in cache %.1f: %.0f%%)\n", ll_model_id(m), mean_tok,
-                jobs, rounds, gf, c->n_layer, gemm, 100 * gf / gemm, 100 * rmin, 100 * rmax, hot,
-                100 * gf / hot);
+                "(sgemm same shapes, the model's %d layers of weights %.1f: %.0f%%, rounds' "
+                "median %.0f%%, %.0f-%.0f%%; one layer's, hot in cache %.1f: %.0f%%)\n",
+                ll_model_id(m), mean_tok, jobs, rounds, gf, c->n_layer, gemm, 100 * gf / gemm,
+                100 * rmed, 100 * rmin, 100 * rmax, hot, 100 * gf / hot);
         free(b);
     }
     free(spec);
@@ -697,11 +712,6 @@ static int cmd_sgemm(const args *a) {
 }
 
 /* ------------------------------------------------------------ forward */
-
-static int cmp_double(const void *x, const void *y) {
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
 
 static double percentile(const double *sorted, long n, double q) {
     long i = (long)ceil(q * (double)n) - 1;
