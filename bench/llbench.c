@@ -588,17 +588,20 @@ static double sgemm_run(sgemm_set *sets, int workers, int threads, int use_layer
 /* Workload 5.  The host's speed drifts by 10-25% from one few seconds to
  * the next, so the engine and its bound are not timed one after the other
  * but in turns: `rounds` of (passes for about seconds / rounds, sgemm on the
- * 12 layers' weights as long, sgemm hot half as long), each summed over its
- * rounds.  The per-round ratios are reported too.
+ * 12 layers' weights as long, sgemm hot half as long).  Each round's ratio
+ * of the engine's rate to the 12-layer sgemm's is kept; their median is the
+ * figure report.py shows first, since a slow spell of the host on one side
+ * of one round moves the ratio of the totals (also reported) by several
+ * per cent.
  *
  * In a round every worker runs the same number of passes, as many as fit
  * in its share of the time at the pace of a pass after the warm-up (at
- * least one).  A round
- * that ran until a deadline instead let a worker start one more pass just
- * before it while the others stopped: at 2,048 tokens a one-thread pass
- * takes over a second, and the round's wall time then held a second with a
- * core idle, which no server worker with batches waiting ever has.  The
- * sgemm side does whole repetitions of equal size on every worker. */
+ * least one).  A round that ran until a deadline instead let a worker start
+ * one more pass just before it while the others stopped: at 2,048 tokens a
+ * one-thread pass takes over a second, and the round's wall time then held
+ * a second with a core idle, which no server worker with batches waiting
+ * ever has.  The sgemm side does whole repetitions of equal size on every
+ * worker. */
 #define MAX_ROUNDS 64
 
 /* qsort's order of doubles (the rounds' ratios, latencies) */
