@@ -246,15 +246,10 @@ def main():
     for m in models:
         for conf, label in (("2x1", "2 workers x 1 thread"), ("1x2", "1 pass x 2 threads")):
             for r in (w5[(m, conf)] or {}).get("rows", []):
-                total = (f"{fmt(100 * r['gflops'] / r['sgemm_gflops'], 0)}% of "
-                         f"{fmt(r['sgemm_gflops'])}")
                 rounds = (f"{fmt(100 * r['round_ratio_median'], 0)}% (rounds "
                           f"{fmt(100 * r['round_ratio_min'], 0)}-{fmt(100 * r['round_ratio_max'], 0)}%; "
-                          f"totals {total}, 12 layers)" if r.get("round_ratio_median")
-                          else f"{total} (12 layers"
-                          + (f", rounds {fmt(100 * r['round_ratio_min'], 0)}-"
-                             f"{fmt(100 * r['round_ratio_max'], 0)}%" if r.get("round_ratio_min") else "")
-                          + ")")
+                          f"totals {fmt(100 * r['gflops'] / r['sgemm_gflops'], 0)}% of "
+                          f"{fmt(r['sgemm_gflops'])}, 12 layers)")
                 p(f"| 5. engine, {r['batch_tokens']}-token packed batches, {label} (GFLOP/s) | {m} | "
                   f"{fmt(r['gflops'])} | | | | | {rounds}; "
                   + (f"{fmt(100 * r['gflops'] / r['sgemm_hot_gflops'], 0)}% of "
